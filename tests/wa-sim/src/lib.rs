@@ -1,0 +1,106 @@
+//! wa-sim: a protocol-level WhatsApp server simulator for tests.
+//!
+//! It speaks the real wire protocol (Noise XX/XXfallback, binary XML stanzas) so an
+//! unmodified `whatsapp-rust` client can pair (QR or pair code), log in, use groups and send
+//! messages against it. A JSON control API on the same port plays the phone and injects
+//! faults. The simulator only binds the loopback address it is given and never dials out.
+
+mod conn;
+mod control;
+mod dispatch;
+mod groups;
+mod iq;
+mod messages;
+mod nodes;
+mod noise;
+mod pairing;
+mod server;
+mod signal;
+mod world;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// How to run the simulator.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    /// Loopback address to listen on; port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// How many QR refs a `pair-device` offers (the client rotates through them).
+    pub qr_refs: usize,
+    /// Delay between the client's `pair-device-sign` and the `515` stream restart.
+    pub restart_delay: Duration,
+    /// Whether the simulated primary phone shares its app-state key with new companions
+    /// (ends the client's 10 s key-share wait after pairing).
+    pub key_share: bool,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            qr_refs: 6,
+            restart_delay: Duration::from_millis(300),
+            key_share: true,
+        }
+    }
+}
+
+/// A running simulator.
+pub struct SimHandle {
+    addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl SimHandle {
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `ws://ADDR/ws/chat`, for `TokioWebSocketTransportFactory::with_url`.
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/ws/chat", self.addr)
+    }
+
+    /// `http://ADDR/control`, the base of the control API.
+    pub fn control_url(&self) -> String {
+        format!("http://{}/control", self.addr)
+    }
+
+    /// Stops listening and drops every connection.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        let _ = self.task.await;
+    }
+}
+
+/// Binds `config.listen` (which must be a loopback address) and starts serving.
+pub async fn start(config: SimConfig) -> std::io::Result<SimHandle> {
+    if !config.listen.ip().is_loopback() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("wa-sim only listens on loopback addresses, not {}", config.listen),
+        ));
+    }
+    let listener = tokio::net::TcpListener::bind(config.listen).await?;
+    let addr = listener.local_addr()?;
+    let sim = Arc::new(world::Sim::new(
+        config.restart_delay,
+        config.qr_refs.max(1),
+        config.key_share,
+    ));
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let task = tokio::spawn(server::run(sim, listener, shutdown_rx));
+    tracing::info!(%addr, "wa-sim listening");
+    Ok(SimHandle {
+        addr,
+        shutdown,
+        task,
+    })
+}
