@@ -360,3 +360,27 @@ async fn crash_unknown_actor_returns_404() {
         .await
         .expect_error_in(404, &["not_found", "session_not_found"]);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn crashes_further_apart_than_the_period_do_not_fail_the_session() {
+    let srv = TestServer::builder()
+        .env("WAGATE_SUPERVISION_MAX_RESTARTS", "1")
+        .env("WAGATE_SUPERVISION_RESTART_PERIOD", "1s")
+        .start()
+        .await;
+    srv.create_session("a", "A").await;
+    wait_session_running(&srv, "a").await;
+    for _ in 0..3 {
+        let at = std::time::Instant::now();
+        crash_and_wait_restarted(&srv, "session:a/groups").await;
+        // Let the period pass: this is the behaviour under test, not synchronisation.
+        let rest = Duration::from_millis(1300).saturating_sub(at.elapsed());
+        tokio::time::sleep(rest).await;
+        let status = srv.session_status("a").await;
+        assert!(
+            OFFLINE_TRYING.contains(&status.as_str()),
+            "session a is {status:?} though its crashes were spread out"
+        );
+    }
+    wait_session_running(&srv, "a").await;
+}

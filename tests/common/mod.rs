@@ -268,6 +268,20 @@ impl Api {
         format!("{}{}{}", self.base, self.prefix, path)
     }
 
+    /// The same, on a client that opens a new connection for every request
+    /// (for requests after which the server may close the connection).
+    pub fn unpooled(&self) -> Api {
+        Api {
+            client: reqwest::Client::builder()
+                .no_proxy()
+                .pool_max_idle_per_host(0)
+                .timeout(REQUEST_TIMEOUT)
+                .build()
+                .expect("http client"),
+            ..self.clone()
+        }
+    }
+
     /// A request builder with the bearer token (if any) already set.
     pub fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
         let rb = self.client.request(method, self.url(path));
@@ -347,9 +361,16 @@ pub struct Builder {
     generate_token: bool,
     admin_token: Option<String>,
     data_dir: Option<PathBuf>,
+    config: Option<String>,
 }
 
 impl Builder {
+    /// Runs with `--config` pointing at a file with this text (see [`config_with`]).
+    pub fn config(mut self, text: String) -> Self {
+        self.config = Some(text);
+        self
+    }
+
     /// Sets an environment variable for the server (e.g. `WAGATE_SUPERVISION_MAX_RESTARTS`).
     pub fn env(mut self, key: &str, value: impl Into<String>) -> Self {
         self.env.insert(key.to_string(), value.into());
@@ -402,6 +423,7 @@ impl Builder {
             history: Vec::new(),
             last_stdout: Vec::new(),
             last_stderr: Vec::new(),
+            config_dir: None,
         };
         server.spawn().await;
         server
@@ -428,6 +450,7 @@ pub struct TestServer {
     history: Vec<String>,
     last_stdout: Vec<String>,
     last_stderr: Vec<String>,
+    config_dir: Option<tempfile::TempDir>,
 }
 
 fn strip_ansi(s: &str) -> String {
@@ -500,6 +523,7 @@ impl TestServer {
             generate_token: false,
             admin_token: None,
             data_dir: None,
+            config: None,
         }
     }
 
@@ -524,9 +548,20 @@ impl TestServer {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.toml");
-        if config.is_file() {
-            cmd.arg("--config").arg(config);
+        if let Some(text) = &self.builder.config {
+            let dir = self
+                .config_dir
+                .get_or_insert_with(|| {
+                    tempfile::Builder::new()
+                        .prefix("wagate-test-config-")
+                        .tempdir()
+                        .expect("create config dir")
+                })
+                .path()
+                .to_path_buf();
+            let path = dir.join("config.toml");
+            std::fs::write(&path, text).expect("write config file");
+            cmd.arg("--config").arg(path);
         }
         // Nothing from the caller's environment may redirect the server.
         for (key, _) in std::env::vars_os() {
@@ -912,6 +947,49 @@ impl Drop for TestServer {
             );
         }
     }
+}
+
+// ---------------------------------------------------------------------------
+// Configuration files
+// ---------------------------------------------------------------------------
+
+/// The project's default `config.toml` with some keys changed, as a user would edit it.
+/// `edits` are `(section, key, toml_value)`; section `""` is the top level. The
+/// WhatsApp URL is always pointed at the closed loopback port as well.
+pub fn config_with(edits: &[(&str, &str, &str)]) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.toml");
+    let text =
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    let url = format!("{UNREACHABLE_WHATSAPP_URL:?}");
+    let mut edits: Vec<(&str, &str, &str)> = edits.to_vec();
+    edits.push(("whatsapp", "url", &url));
+    let mut done = vec![false; edits.len()];
+    let mut section = String::new();
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let t = line.trim();
+        if t.starts_with('[') {
+            section = t.trim_matches(|c| c == '[' || c == ']').trim().to_string();
+            out.push(line.to_string());
+            continue;
+        }
+        let key = t.split('=').next().unwrap_or("").trim();
+        let is_assignment = !t.starts_with('#') && t.contains('=');
+        match edits
+            .iter()
+            .position(|(s, k, _)| is_assignment && *s == section && *k == key)
+        {
+            Some(i) => {
+                out.push(format!("{} = {}", edits[i].1, edits[i].2));
+                done[i] = true;
+            }
+            None => out.push(line.to_string()),
+        }
+    }
+    for (i, (s, k, _)) in edits.iter().enumerate() {
+        assert!(done[i], "config.toml has no key {k:?} in section {s:?}");
+    }
+    out.join("\n") + "\n"
 }
 
 // ---------------------------------------------------------------------------
