@@ -1,0 +1,53 @@
+//! wagate's core: the supervision tree of WhatsApp sessions, their persistence, and the port
+//! to WhatsApp (`whatsapp-rust`). It knows nothing about HTTP; the edge talks to it through
+//! [`Gateway`].
+//!
+//! # The supervision tree
+//!
+//! ```text
+//! supervisor                       restores every session at start, restarts failed sessions
+//! └── session:<id>                 owns the one whatsapp-rust client, status state machine
+//!     ├── session:<id>/groups      group operations, group metadata cache (persisted)
+//!     └── session:<id>/invites     invite links, join by code, invite info
+//! ```
+//!
+//! Restarts follow OTP's `one_for_one` with restart intensity: a crashed actor is rebuilt from
+//! its last sled snapshot after a backoff; when a session's actors fail more than
+//! `max_restarts` times within `restart_period`, the session is parked as `failed` (its actor
+//! stays up, holding no client and no children) until `connect` revives it. A session never
+//! touches another session's actors.
+//!
+//! # Layout
+//!
+//! - [`gateway`]: the façade the edge calls; one typed message per request, always with a timeout.
+//! - [`supervisor`], [`session`], [`groups`], [`invites`]: one file per actor, its message enum beside it.
+//! - [`whatsapp`]: building and driving one whatsapp-rust client (connection loop, backoff, events).
+//! - [`store`]: the sled snapshots (session records, group and invite caches).
+//! - [`directory`]: the live tree's bookkeeping (status, restarts, failures) served to admins.
+//! - [`model`]: domain types (`SessionId`, `SessionStatus`, views) parsed once at the edge.
+
+pub mod directory;
+pub mod error;
+pub mod gateway;
+pub mod groups;
+pub mod invites;
+pub mod model;
+pub mod session;
+pub mod settings;
+pub mod store;
+pub mod supervisor;
+pub mod whatsapp;
+
+mod services;
+
+pub use error::GatewayError;
+pub use gateway::Gateway;
+pub use settings::Settings;
+
+/// Seconds since the Unix epoch; the contract's time unit.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}

@@ -1,0 +1,423 @@
+//! Domain types shared by the actors and the edge: identifiers parsed once, statuses, and the
+//! typed replies (views) that the edge serialises as the contract's JSON.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+use crate::error::GatewayError;
+
+/// A session id: 1-64 characters of `[A-Za-z0-9_-]`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SessionId(String);
+
+impl SessionId {
+    pub fn parse(raw: &str) -> Result<Self, GatewayError> {
+        let ok = (1..=64).contains(&raw.len())
+            && raw
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if ok {
+            Ok(Self(raw.to_owned()))
+        } else {
+            Err(GatewayError::validation(
+                "id",
+                "session ids are 1-64 characters of A-Z, a-z, 0-9, '_' and '-'",
+            ))
+        }
+    }
+
+    /// A fresh random id (16 lowercase hex digits).
+    pub fn generate() -> Self {
+        use rand::Rng;
+        let n: u64 = rand::rng().random();
+        Self(format!("{n:016x}"))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionStatus {
+    Disconnected,
+    Connecting,
+    WaitingForQr,
+    WaitingForPairCode,
+    Connected,
+    LoggedIn,
+    LoggedOut,
+    Failed,
+}
+
+impl SessionStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Disconnected => "disconnected",
+            Self::Connecting => "connecting",
+            Self::WaitingForQr => "waiting_for_qr",
+            Self::WaitingForPairCode => "waiting_for_pair_code",
+            Self::Connected => "connected",
+            Self::LoggedIn => "logged_in",
+            Self::LoggedOut => "logged_out",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+impl fmt::Display for SessionStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What sled keeps for a session: enough to rebuild its actor after a restart or crash.
+/// Credentials are not here; they live in the session's SQLite store.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SessionRecord {
+    pub id: SessionId,
+    pub name: String,
+    /// Whether the operator wants this session online; survives restarts.
+    pub wanted_online: bool,
+    /// Last status observed, for sessions that are not running a client.
+    pub status: SessionStatus,
+    pub phone_number: Option<String>,
+    pub push_name: Option<String>,
+    pub lid: Option<String>,
+    pub device_id: Option<u16>,
+    pub created_at: u64,
+    pub updated_at: u64,
+    pub last_connected_at: Option<u64>,
+}
+
+/// The contract's session object.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SessionView {
+    pub id: String,
+    pub name: String,
+    pub status: SessionStatus,
+    pub is_logged_in: bool,
+    pub phone_number: Option<String>,
+    pub push_name: Option<String>,
+    pub created_at: u64,
+    pub updated_at: u64,
+    pub last_connected_at: Option<u64>,
+}
+
+impl SessionView {
+    pub fn from_record(record: &SessionRecord, status: SessionStatus) -> Self {
+        Self {
+            id: record.id.to_string(),
+            name: record.name.clone(),
+            status,
+            is_logged_in: status == SessionStatus::LoggedIn,
+            phone_number: record.phone_number.clone(),
+            push_name: record.push_name.clone(),
+            created_at: record.created_at,
+            updated_at: record.updated_at,
+            last_connected_at: record.last_connected_at,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct StatusView {
+    pub status: SessionStatus,
+    pub is_logged_in: bool,
+    pub socket_alive: bool,
+    pub phone_number: Option<String>,
+    pub push_name: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct QrView {
+    pub qr_codes: Vec<String>,
+    pub timeout_seconds: u64,
+    pub status: SessionStatus,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct PairCodeView {
+    pub code: String,
+    pub timeout_seconds: u64,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct DeviceView {
+    pub device_id: Option<u16>,
+    pub phone_number: Option<String>,
+    pub lid: Option<String>,
+    pub push_name: Option<String>,
+}
+
+/// A phone number as WhatsApp wants it: digits only, country code first, no leading zero.
+pub fn normalize_phone(raw: &str) -> Result<String, GatewayError> {
+    let trimmed = raw.trim();
+    let allowed = trimmed
+        .chars()
+        .all(|c| c.is_ascii_digit() || matches!(c, '+' | ' ' | '-' | '(' | ')' | '.'));
+    let digits: String = trimmed.chars().filter(|c| c.is_ascii_digit()).collect();
+    if !allowed || !(7..=15).contains(&digits.len()) || digits.starts_with('0') {
+        return Err(GatewayError::validation(
+            "phone_number",
+            "expected an international phone number (7-15 digits, country code first, e.g. +628123456789)",
+        ));
+    }
+    Ok(digits)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_ids_follow_the_contract() {
+        assert!(SessionId::parse("my-session_1").is_ok());
+        assert!(SessionId::parse(&"a".repeat(64)).is_ok());
+        assert!(SessionId::parse(&"a".repeat(65)).is_err());
+        assert!(SessionId::parse("").is_err());
+        assert!(SessionId::parse("bad id!").is_err());
+        assert!(SessionId::parse(SessionId::generate().as_str()).is_ok());
+    }
+
+    #[test]
+    fn phone_numbers_are_normalised() {
+        assert_eq!(normalize_phone("+62 812-3456-789").unwrap(), "628123456789");
+        assert!(normalize_phone("0812345678").is_err());
+        assert!(normalize_phone("12ab").is_err());
+    }
+}
+
+/// A user JID: `<digits>@s.whatsapp.net` or `<digits>@lid`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct UserJid(String);
+
+/// A group JID: `<id>@g.us`, where the id is digits, or digits-dash-digits.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct GroupJid(String);
+
+/// A message recipient: a user or a group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChatJid {
+    User(UserJid),
+    Group(GroupJid),
+}
+
+fn is_group_id(id: &str) -> bool {
+    let mut parts = id.split('-');
+    let first = parts.next().unwrap_or("");
+    let second = parts.next();
+    let digits = |s: &str| !s.is_empty() && s.len() <= 32 && s.bytes().all(|b| b.is_ascii_digit());
+    parts.next().is_none()
+        && digits(first)
+        && match second {
+            Some(s) => digits(s),
+            None => first.len() > 15,
+        }
+}
+
+impl UserJid {
+    /// Accepts `628…@s.whatsapp.net`, `…@lid` or a bare phone number (`+62 812-3456-789`).
+    pub fn parse(raw: &str) -> Option<Self> {
+        let raw = raw.trim();
+        if let Some((user, server)) = raw.split_once('@') {
+            let user = user.split(':').next().unwrap_or("");
+            let valid = !user.is_empty()
+                && user.len() <= 20
+                && user.bytes().all(|b| b.is_ascii_digit())
+                && matches!(server, "s.whatsapp.net" | "lid" | "c.us");
+            let server = if server == "c.us" {
+                "s.whatsapp.net"
+            } else {
+                server
+            };
+            return valid.then(|| Self(format!("{user}@{server}")));
+        }
+        normalize_phone(raw)
+            .ok()
+            .map(|digits| Self(format!("{digits}@s.whatsapp.net")))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl GroupJid {
+    /// Accepts `<id>@g.us` or a bare group id (`123456789-1234567890`, `120363…`).
+    pub fn parse(raw: &str) -> Option<Self> {
+        let raw = raw.trim();
+        let id = match raw.split_once('@') {
+            Some((id, "g.us")) => id,
+            Some(_) => return None,
+            None => raw,
+        };
+        let qualified = raw.contains('@');
+        let valid = if qualified {
+            let mut parts = id.split('-');
+            let ok = |s: Option<&str>| {
+                s.is_some_and(|s| {
+                    !s.is_empty() && s.len() <= 32 && s.bytes().all(|b| b.is_ascii_digit())
+                })
+            };
+            let first = parts.next();
+            let second = parts.next();
+            ok(first) && (second.is_none() || ok(second)) && parts.next().is_none()
+        } else {
+            is_group_id(id)
+        };
+        valid.then(|| Self(format!("{id}@g.us")))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl ChatJid {
+    pub fn parse(raw: &str) -> Option<Self> {
+        GroupJid::parse(raw)
+            .map(Self::Group)
+            .or_else(|| UserJid::parse(raw).map(Self::User))
+    }
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::User(u) => u.as_str(),
+            Self::Group(g) => g.as_str(),
+        }
+    }
+}
+
+impl fmt::Display for UserJid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Display for GroupJid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// `GET /groups` entry.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct GroupSummary {
+    pub jid: String,
+    pub name: String,
+    pub participant_count: usize,
+}
+
+/// `GET /groups/{jid}`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct GroupView {
+    pub jid: String,
+    pub name: String,
+    pub topic: String,
+    pub participant_count: usize,
+    pub created_at: u64,
+}
+
+/// `GET /groups/{jid}/info`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct GroupInfoView {
+    pub jid: String,
+    pub name: String,
+    pub topic: String,
+    pub owner: Option<String>,
+    pub created_at: u64,
+    pub participants: Vec<ParticipantView>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ParticipantView {
+    pub jid: String,
+    pub role: String,
+}
+
+/// One participant's outcome of an add or remove.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ParticipantResult {
+    pub jid: String,
+    pub status: String,
+}
+
+/// `GET /groups/invite-info`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct InviteInfoView {
+    pub jid: String,
+    pub name: String,
+    pub topic: String,
+    pub owner: Option<String>,
+    pub created_at: u64,
+    pub participant_count: usize,
+}
+
+/// `POST /messages/text`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct SentMessage {
+    pub message_id: String,
+    pub timestamp: u64,
+}
+
+#[cfg(test)]
+mod jid_tests {
+    use super::*;
+
+    #[test]
+    fn jids_follow_the_contract() {
+        assert_eq!(
+            UserJid::parse("628123456789@s.whatsapp.net")
+                .unwrap()
+                .as_str(),
+            "628123456789@s.whatsapp.net"
+        );
+        assert_eq!(
+            UserJid::parse("+62 812-3456-789").unwrap().as_str(),
+            "628123456789@s.whatsapp.net"
+        );
+        assert_eq!(UserJid::parse("1234@lid").unwrap().as_str(), "1234@lid");
+        assert!(UserJid::parse("abc@s.whatsapp.net").is_none());
+        assert!(UserJid::parse("123456789-1234567890@g.us").is_none());
+        assert_eq!(
+            GroupJid::parse("123456789-1234567890@g.us")
+                .unwrap()
+                .as_str(),
+            "123456789-1234567890@g.us"
+        );
+        assert_eq!(
+            GroupJid::parse("123456789-1234567890").unwrap().as_str(),
+            "123456789-1234567890@g.us"
+        );
+        assert_eq!(
+            GroupJid::parse("120363000000000001").unwrap().as_str(),
+            "120363000000000001@g.us"
+        );
+        assert_eq!(
+            GroupJid::parse("120363000000000001@g.us").unwrap().as_str(),
+            "120363000000000001@g.us"
+        );
+        assert!(GroupJid::parse("628123456789").is_none());
+        assert!(GroupJid::parse("hello@g.us").is_none());
+        assert!(matches!(
+            ChatJid::parse("628123456789"),
+            Some(ChatJid::User(_))
+        ));
+        assert!(matches!(
+            ChatJid::parse("120363000000000001"),
+            Some(ChatJid::Group(_))
+        ));
+        assert!(ChatJid::parse("not a jid").is_none());
+    }
+}

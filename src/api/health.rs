@@ -1,0 +1,59 @@
+//! `/health` (process up), `/ready` (store open, supervisor running) and `/metrics`
+//! (Prometheus text, admin token).
+
+use std::fmt::Write;
+use warp::http::StatusCode;
+use warp::{Filter, Rejection, Reply};
+
+use super::{Ctx, admin_auth, json_status, with_ctx};
+
+pub fn routes(ctx: Ctx) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
+    let health = warp::path!("health")
+        .and(warp::get())
+        .map(|| warp::reply::json(&serde_json::json!({"status": "ok"})));
+    let ready = warp::path!("ready")
+        .and(warp::get())
+        .and(with_ctx(ctx.clone()))
+        .map(|ctx: Ctx| {
+            if ctx.gateway.is_ready() {
+                json_status(&serde_json::json!({"status": "ready"}), StatusCode::OK)
+            } else {
+                json_status(
+                    &serde_json::json!({"status": "not_ready"}),
+                    StatusCode::SERVICE_UNAVAILABLE,
+                )
+            }
+        });
+    let metrics = warp::path!("metrics")
+        .and(warp::get())
+        .and(admin_auth(ctx.clone()))
+        .and(with_ctx(ctx))
+        .then(metrics);
+    health.or(ready).or(metrics)
+}
+
+async fn metrics(ctx: Ctx) -> impl Reply {
+    let m = ctx.gateway.metrics().await;
+    let mut out = String::new();
+    let _ = writeln!(out, "# HELP wagate_sessions Sessions by status.");
+    let _ = writeln!(out, "# TYPE wagate_sessions gauge");
+    for (status, n) in &m.sessions_by_status {
+        let _ = writeln!(out, "wagate_sessions{{status=\"{status}\"}} {n}");
+    }
+    let _ = writeln!(
+        out,
+        "# HELP wagate_actors Live actors in the supervision tree."
+    );
+    let _ = writeln!(out, "# TYPE wagate_actors gauge");
+    let _ = writeln!(out, "wagate_actors {}", m.actors);
+    let _ = writeln!(
+        out,
+        "# HELP wagate_actor_restarts_total Actor restarts since start."
+    );
+    let _ = writeln!(out, "# TYPE wagate_actor_restarts_total counter");
+    let _ = writeln!(out, "wagate_actor_restarts_total {}", m.restarts_total);
+    let _ = writeln!(out, "# HELP wagate_whatsapp_clients Live WhatsApp clients.");
+    let _ = writeln!(out, "# TYPE wagate_whatsapp_clients gauge");
+    let _ = writeln!(out, "wagate_whatsapp_clients {}", m.live_clients);
+    warp::reply::with_header(out, "content-type", "text/plain; version=0.0.4")
+}

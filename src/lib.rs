@@ -1,0 +1,96 @@
+//! wagate: a self-hosted WhatsApp REST gateway.
+//!
+//! # Layout
+//!
+//! - [`config`]: `config.toml`, `WAGATE_*` environment variables and flags, loaded once.
+//! - [`api`]: the HTTP edge (warp): one module per resource with its filters and handlers,
+//!   `models` for bodies, `errors` for the one mapping of every error to the contract's JSON.
+//! - `wagate_actors` (the `actors/` crate): the supervision tree, persistence and WhatsApp.
+//!
+//! [`run`] serves a listener until `shutdown` resolves, then stops the tree in order; `main`
+//! only parses flags, sets up logging and binds.
+
+pub mod api;
+pub mod config;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use config::Config;
+use wagate_actors::Gateway;
+
+/// How long in-flight HTTP requests may run on after shutdown starts.
+const HTTP_DRAIN: Duration = Duration::from_secs(10);
+
+/// Serves the API on `listener` until `shutdown` resolves; then stops accepting, stops the
+/// actors in order and flushes the store.
+pub async fn run(
+    config: Config,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    #[cfg(feature = "test-server")]
+    tracing::warn!(
+        "THIS BUILD HAS THE `test-server` FEATURE: WhatsApp's certificate chain is NOT verified \
+         and test-only admin triggers are enabled. Never run it against real WhatsApp."
+    );
+    let api_token = match &config.api_token {
+        Some(token) => token.clone(),
+        None => {
+            let path = config.api_token_path();
+            let (token, created) = config::load_or_create_api_token(&path)?;
+            if created {
+                announce_generated_token(&token, &path);
+            } else {
+                tracing::info!(path = %path.display(), "using the stored API token");
+            }
+            token
+        }
+    };
+    if config.admin_token.is_none() {
+        tracing::info!("no admin token configured: the API token also opens the admin endpoints");
+    }
+    let gateway = Gateway::start(config.settings()).await?;
+    let ctx = Arc::new(api::Context {
+        gateway,
+        auth: api::Auth {
+            api: api_token,
+            admin: config.admin_token.clone(),
+        },
+        body_limit: config.body_limit,
+    });
+    let addr = listener.local_addr()?;
+    tracing::info!("listening on http://{addr}");
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = warp::serve(api::routes(ctx.clone()))
+        .incoming(listener)
+        .graceful(async move {
+            let _ = stop_rx.await;
+        })
+        .run();
+    let server = tokio::spawn(server);
+    shutdown.await;
+    tracing::info!("shutting down: no new connections");
+    let _ = stop_tx.send(());
+    if tokio::time::timeout(HTTP_DRAIN, server).await.is_err() {
+        tracing::warn!("some HTTP connections were still open after the drain period");
+    }
+    ctx.gateway.shutdown().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// The one place a token is shown: on the terminal, once, when it is created. It goes to
+/// stdout directly rather than through `tracing` so that it never lands in collected logs.
+fn announce_generated_token(token: &config::Secret, path: &std::path::Path) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(
+        out,
+        "Generated API token (stored in {}; it is not shown again):\n{}",
+        path.display(),
+        token.expose()
+    );
+    let _ = out.flush();
+}
