@@ -25,6 +25,8 @@ pub enum GatewayError {
     NotFound(String),
     #[error("WhatsApp refused: this account lacks the rights for that ({0})")]
     NotGroupAdmin(String),
+    #[error("the group description changed since prev_id was read; read it again and retry")]
+    DescriptionConflict,
     #[error("WhatsApp rate limit hit; retry later")]
     RateLimited { retry_after: Option<Duration> },
     #[error("WhatsApp answered with an error{}: {message}", code.map(|c| format!(" {c}")).unwrap_or_default())]

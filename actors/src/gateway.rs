@@ -8,8 +8,11 @@ use std::time::Duration;
 
 use crate::directory::{ActorKind, Directory, Handle, NodeView, ROOT};
 use crate::error::{GatewayError, Result};
+use crate::groups::GroupsMsg;
+use crate::invites::InvitesMsg;
 use crate::model::{
-    DeviceView, PairCodeView, QrView, SessionId, SessionStatus, SessionView, StatusView,
+    ChatJid, DeviceView, PairCodeView, QrView, SentMessage, SessionId, SessionStatus, SessionView,
+    StatusView,
 };
 use crate::services::{Intensity, Services, Shared};
 use crate::session::{RESTART_REASON, SessionMsg};
@@ -193,6 +196,45 @@ impl Gateway {
         self.call(id, SessionMsg::Delete).await
     }
 
+    /// A request for the session's groups actor.
+    pub async fn groups<T: Send + 'static>(
+        &self,
+        id: &SessionId,
+        build: impl FnOnce(RpcReplyPort<Result<T>>) -> GroupsMsg,
+    ) -> Result<T> {
+        self.call(id, |reply| SessionMsg::Groups(build(reply)))
+            .await
+    }
+
+    /// A request for the session's invites actor.
+    pub async fn invites<T: Send + 'static>(
+        &self,
+        id: &SessionId,
+        build: impl FnOnce(RpcReplyPort<Result<T>>) -> InvitesMsg,
+    ) -> Result<T> {
+        self.call(id, |reply| SessionMsg::Invites(build(reply)))
+            .await
+    }
+
+    /// Sends a text to a user or a group.
+    pub async fn send_text(
+        &self,
+        id: &SessionId,
+        to: ChatJid,
+        text: String,
+    ) -> Result<SentMessage> {
+        match to {
+            ChatJid::Group(jid) => {
+                self.groups(id, |reply| GroupsMsg::SendText { jid, text, reply })
+                    .await
+            }
+            ChatJid::User(to) => {
+                self.call(id, |reply| SessionMsg::SendText { to, text, reply })
+                    .await
+            }
+        }
+    }
+
     /// The live supervision tree.
     pub fn actor_tree(&self) -> Option<NodeView> {
         self.services.directory.tree()
@@ -210,14 +252,12 @@ impl Gateway {
             Some(Handle::Session(r)) => {
                 inspect(r.call(SessionMsg::Inspect, Some(INSPECT_TIMEOUT)).await)
             }
-            Some(Handle::Groups(r)) => inspect(
-                r.call(crate::groups::GroupsMsg::Inspect, Some(INSPECT_TIMEOUT))
-                    .await,
-            ),
-            Some(Handle::Invites(r)) => inspect(
-                r.call(crate::invites::InvitesMsg::Inspect, Some(INSPECT_TIMEOUT))
-                    .await,
-            ),
+            Some(Handle::Groups(r)) => {
+                inspect(r.call(GroupsMsg::Inspect, Some(INSPECT_TIMEOUT)).await)
+            }
+            Some(Handle::Invites(r)) => {
+                inspect(r.call(InvitesMsg::Inspect, Some(INSPECT_TIMEOUT)).await)
+            }
             None => serde_json::Value::Null,
         };
         Ok((node, state))
@@ -248,8 +288,8 @@ impl Gateway {
             })?;
         let sent = match handle {
             Handle::Session(r) => r.cast(SessionMsg::Crash).is_ok(),
-            Handle::Groups(r) => r.cast(crate::groups::GroupsMsg::Crash).is_ok(),
-            Handle::Invites(r) => r.cast(crate::invites::InvitesMsg::Crash).is_ok(),
+            Handle::Groups(r) => r.cast(GroupsMsg::Crash).is_ok(),
+            Handle::Invites(r) => r.cast(InvitesMsg::Crash).is_ok(),
             Handle::Supervisor(_) => {
                 return Err(GatewayError::validation(
                     "name",

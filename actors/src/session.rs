@@ -20,8 +20,8 @@ use crate::error::{GatewayError, Result};
 use crate::groups::{GroupsActor, GroupsArgs, GroupsMsg};
 use crate::invites::{InvitesActor, InvitesArgs, InvitesMsg};
 use crate::model::{
-    DeviceView, PairCodeView, QrView, SessionId, SessionRecord, SessionStatus, SessionView,
-    StatusView,
+    DeviceView, PairCodeView, QrView, SentMessage, SessionId, SessionRecord, SessionStatus,
+    SessionView, StatusView, UserJid,
 };
 use crate::services::Shared;
 use crate::settings::backoff;
@@ -45,6 +45,12 @@ pub enum SessionMsg {
     Groups(GroupsMsg),
     /// A request for the invites child; answered by it.
     Invites(InvitesMsg),
+    /// Sends a text to a user (group texts go through the groups child).
+    SendText {
+        to: UserJid,
+        text: String,
+        reply: RpcReplyPort<Result<SentMessage>>,
+    },
     /// What this actor holds now, redacted, for the admin API.
     Inspect(RpcReplyPort<serde_json::Value>),
     /// The driver of connection `generation` built its client.
@@ -190,6 +196,7 @@ impl SessionState {
                         services: self.services.clone(),
                         id: self.id.clone(),
                         client,
+                        session: myself.clone(),
                     },
                 )
                 .await
@@ -695,26 +702,61 @@ impl Actor for SessionActor {
                 });
             }
             SessionMsg::Deleted => {}
-            SessionMsg::Groups(msg) => match &state.groups {
-                Some(groups) if !state.failed => {
-                    let _ = groups.cast(msg);
+            SessionMsg::Groups(msg) => {
+                let internal = matches!(msg, GroupsMsg::Learn(_));
+                match &state.groups {
+                    Some(_) if !internal && state.status() != SessionStatus::LoggedIn => {
+                        msg.reject(GatewayError::NotLoggedIn)
+                    }
+                    Some(groups) => {
+                        let _ = groups.cast(msg);
+                    }
+                    None if state.failed => msg.reject(GatewayError::NotLoggedIn),
+                    None => msg.reject(GatewayError::Unavailable),
                 }
-                _ => msg.reject(if state.failed {
-                    GatewayError::NotLoggedIn
-                } else {
-                    GatewayError::Unavailable
-                }),
-            },
+            }
             SessionMsg::Invites(msg) => match &state.invites {
-                Some(invites) if !state.failed => {
+                Some(_) if state.status() != SessionStatus::LoggedIn => {
+                    msg.reject(GatewayError::NotLoggedIn)
+                }
+                Some(invites) => {
                     let _ = invites.cast(msg);
                 }
-                _ => msg.reject(if state.failed {
-                    GatewayError::NotLoggedIn
-                } else {
-                    GatewayError::Unavailable
-                }),
+                None if state.failed => msg.reject(GatewayError::NotLoggedIn),
+                None => msg.reject(GatewayError::Unavailable),
             },
+            SessionMsg::SendText { to, text, reply } => {
+                if state.status() != SessionStatus::LoggedIn {
+                    let _ = reply.send(Err(GatewayError::NotLoggedIn));
+                    return Ok(());
+                }
+                let Some(client) = state.client() else {
+                    let _ = reply.send(Err(GatewayError::NotLoggedIn));
+                    return Ok(());
+                };
+                let timeout = state.services.settings.whatsapp.request_timeout;
+                tokio::spawn(async move {
+                    let result = async {
+                        let target: whatsapp_rust::Jid = to
+                            .as_str()
+                            .parse::<whatsapp_rust::Jid>()
+                            .map_err(|e| GatewayError::validation("to", e.to_string()))?;
+                        match tokio::time::timeout(timeout, client.send_text(target, text)).await {
+                            Ok(Ok(sent)) => Ok(SentMessage {
+                                message_id: sent.message_id,
+                                timestamp: crate::unix_now(),
+                            }),
+                            Ok(Err(e)) => Err(GatewayError::WhatsApp {
+                                code: None,
+                                message: e.to_string(),
+                            }),
+                            Err(_) => Err(GatewayError::WhatsAppTimeout(timeout)),
+                        }
+                    }
+                    .await;
+                    let _ = reply.send(result);
+                });
+            }
             SessionMsg::Inspect(reply) => {
                 let _ = reply.send(state.inspect());
             }
@@ -843,6 +885,7 @@ fn reject_deleted(msg: SessionMsg, id: &SessionId) {
         SessionMsg::Delete(r) => drop(r.send(Err(gone()))),
         SessionMsg::Groups(m) => m.reject(gone()),
         SessionMsg::Invites(m) => m.reject(gone()),
+        SessionMsg::SendText { reply, .. } => drop(reply.send(Err(gone()))),
         SessionMsg::Inspect(r) => {
             drop(r.send(serde_json::json!({"id": id.as_str(), "deleting": true})))
         }

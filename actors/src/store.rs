@@ -174,6 +174,29 @@ impl Store {
         self.flush().await
     }
 
+    /// Like [`Store::put_cached`] without the flush, for batches followed by one flush.
+    pub fn put_cached_unflushed<T: Serialize>(
+        &self,
+        kind: CacheKind,
+        id: &SessionId,
+        item: &str,
+        value: &T,
+    ) -> Result<()> {
+        self.tree(kind)
+            .insert(Self::child_key(id, item), Self::encode(value)?)?;
+        Ok(())
+    }
+
+    pub fn remove_cached_unflushed(
+        &self,
+        kind: CacheKind,
+        id: &SessionId,
+        item: &str,
+    ) -> Result<()> {
+        self.tree(kind).remove(Self::child_key(id, item))?;
+        Ok(())
+    }
+
     pub async fn remove_cached(&self, kind: CacheKind, id: &SessionId, item: &str) -> Result<()> {
         self.tree(kind).remove(Self::child_key(id, item))?;
         self.flush().await

@@ -122,6 +122,9 @@ impl ApiError {
                         format!("invalid '{field}': {message}"),
                         None,
                     ),
+                    G::DescriptionConflict => {
+                        (StatusCode::CONFLICT, "description_conflict", message, None)
+                    }
                     G::GroupNotFound => (StatusCode::NOT_FOUND, "group_not_found", message, None),
                     G::NotFound(_) => (StatusCode::NOT_FOUND, "not_found", message, None),
                     G::NotGroupAdmin(_) => {

@@ -4,7 +4,9 @@
 
 pub mod admin;
 pub mod errors;
+pub mod groups;
 pub mod health;
+pub mod messages;
 pub mod models;
 pub mod qr;
 pub mod sessions;
@@ -118,9 +120,12 @@ pub fn session_id(raw: &str) -> Result<SessionId, Rejection> {
 
 /// Every route of the server, with the one rejection handler and request tracing.
 pub fn routes(ctx: Ctx) -> impl Filter<Extract = (impl Reply,), Error = Infallible> + Clone {
-    let api = warp::path("api")
-        .and(warp::path("v1"))
-        .and(sessions::routes(ctx.clone()).or(admin::routes(ctx.clone())));
+    let api = warp::path("api").and(warp::path("v1")).and(
+        sessions::routes(ctx.clone())
+            .or(groups::routes(ctx.clone()))
+            .or(messages::routes(ctx.clone()))
+            .or(admin::routes(ctx.clone())),
+    );
     api.or(health::routes(ctx))
         .recover(errors::handle_rejection)
         .with(warp::trace::request())

@@ -1,0 +1,59 @@
+//! `/sessions/{id}/messages`: sending text to a user or a group (contract: `messages.md`).
+
+use serde::Deserialize;
+use warp::{Filter, Rejection, Reply};
+
+use super::errors::{ApiError, OrReject};
+use super::models::json_body;
+use super::{Ctx, api_auth, session_id, with_ctx};
+use wagate_actors::model::ChatJid;
+
+/// WhatsApp's own limit for one text.
+const MAX_TEXT_CHARS: usize = 65_536;
+
+#[derive(Debug, Deserialize)]
+pub struct SendText {
+    pub to: String,
+    pub text: String,
+    #[serde(default)]
+    pub quoted_id: Option<String>,
+}
+
+pub fn routes(ctx: Ctx) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
+    warp::path!("sessions" / String / "messages" / "text")
+        .and(warp::post())
+        .and(api_auth(ctx.clone()))
+        .and(json_body::<SendText>(ctx.body_limit))
+        .and(with_ctx(ctx))
+        .and_then(send_text)
+}
+
+async fn send_text(session: String, body: SendText, ctx: Ctx) -> Result<impl Reply, Rejection> {
+    let id = session_id(&session)?;
+    let to = ChatJid::parse(&body.to).ok_or_else(|| {
+        ApiError::InvalidJid {
+            field: "to".into(),
+            message: format!("'{}' is not a user or group JID", body.to),
+        }
+        .reject()
+    })?;
+    let chars = body.text.chars().count();
+    if body.text.trim().is_empty() || chars > MAX_TEXT_CHARS {
+        return Err(
+            ApiError::validation("text", format!("must be 1-{MAX_TEXT_CHARS} characters")).reject(),
+        );
+    }
+    if body
+        .quoted_id
+        .as_ref()
+        .is_some_and(|q| q.is_empty() || q.len() > 128)
+    {
+        return Err(ApiError::validation("quoted_id", "must be a message id").reject());
+    }
+    let sent = ctx
+        .gateway
+        .send_text(&id, to, body.text)
+        .await
+        .or_reject()?;
+    Ok(warp::reply::json(&sent))
+}
