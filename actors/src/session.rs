@@ -648,7 +648,7 @@ impl Actor for SessionActor {
                     .await
                     .unwrap_or(Err(GatewayError::WhatsAppTimeout(timeout)))
                     .map(|code| PairCodeView {
-                        code,
+                        code: format_pair_code(&code),
                         timeout_seconds: PAIR_CODE_TTL.as_secs(),
                     });
                     let _ = reply.send(result);
@@ -867,6 +867,15 @@ impl SessionState {
             ChildKind::Groups => self.groups = None,
             ChildKind::Invites => self.invites = None,
         }
+    }
+}
+
+/// Pair codes are shown the way the phone asks for them: `ABCD-EFGH`.
+fn format_pair_code(code: &str) -> String {
+    if code.len() == 8 && code.is_ascii() && !code.contains('-') {
+        format!("{}-{}", &code[..4], &code[4..])
+    } else {
+        code.to_owned()
     }
 }
 

@@ -362,9 +362,16 @@ pub struct Builder {
     admin_token: Option<String>,
     data_dir: Option<PathBuf>,
     config: Option<String>,
+    whatsapp_url: Option<String>,
 }
 
 impl Builder {
+    /// Points the client at a WhatsApp simulator on loopback.
+    pub fn whatsapp_url(mut self, url: impl Into<String>) -> Self {
+        self.whatsapp_url = Some(url.into());
+        self
+    }
+
     /// Runs with `--config` pointing at a file with this text (see [`config_with`]).
     pub fn config(mut self, text: String) -> Self {
         self.config = Some(text);
@@ -524,6 +531,7 @@ impl TestServer {
             admin_token: None,
             data_dir: None,
             config: None,
+            whatsapp_url: None,
         }
     }
 
@@ -582,8 +590,18 @@ impl TestServer {
         for (k, v) in &self.builder.env {
             cmd.env(k, v);
         }
-        // The test's own settings win, except the WhatsApp URL: always loopback.
-        cmd.env("WAGATE_WHATSAPP_URL", UNREACHABLE_WHATSAPP_URL);
+        // The test's own settings win, except the WhatsApp URL: always loopback (a simulator
+        // the test started, or nothing at all).
+        let url = self
+            .builder
+            .whatsapp_url
+            .clone()
+            .unwrap_or_else(|| UNREACHABLE_WHATSAPP_URL.to_string());
+        assert!(
+            url.starts_with("ws://127.0.0.1:"),
+            "tests only ever point wagate at loopback, not {url}"
+        );
+        cmd.env("WAGATE_WHATSAPP_URL", url);
 
         let mut child = cmd.spawn().expect("spawn wagate binary");
         let stderr = Arc::new(Mutex::new(Vec::new()));

@@ -1,0 +1,399 @@
+//! Sessions end to end: the real wagate binary drives its real WhatsApp client against
+//! `wa-sim` on loopback. Pairing by QR and by pair code, logging back in after `kill -9`,
+//! disconnect/connect/logout/delete, the phone unlinking the device, dropped sockets and a
+//! stalled server.
+
+mod common;
+
+use common::*;
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+
+/// Fresh pairings wait for the phone's app-state keys; logins are quick.
+const PAIRING: Duration = Duration::from_secs(60);
+
+struct Sim {
+    handle: wa_sim::SimHandle,
+    http: reqwest::Client,
+}
+
+impl Sim {
+    async fn start() -> Sim {
+        let handle = wa_sim::start(wa_sim::SimConfig::default())
+            .await
+            .expect("start wa-sim");
+        Sim {
+            handle,
+            http: reqwest::Client::builder().no_proxy().build().unwrap(),
+        }
+    }
+
+    fn url(&self) -> String {
+        self.handle.ws_url()
+    }
+
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut rb = self
+            .http
+            .request(method, format!("{}{path}", self.handle.control_url()));
+        if let Some(body) = body {
+            rb = rb.json(&body);
+        }
+        let resp = rb.send().await.expect("sim control request");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap_or_default();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        self.call(reqwest::Method::POST, path, Some(body)).await
+    }
+
+    async fn get(&self, path: &str) -> (u16, Value) {
+        self.call(reqwest::Method::GET, path, None).await
+    }
+
+    async fn stats(&self) -> Value {
+        self.get("/stats").await.1
+    }
+}
+
+async fn gateway(sim: &Sim) -> TestServer {
+    TestServer::builder().whatsapp_url(sim.url()).start().await
+}
+
+async fn status_of(server: &TestServer, id: &str) -> String {
+    server.api().get(&format!("/sessions/{id}")).await.json()["status"]
+        .as_str()
+        .unwrap_or("")
+        .to_string()
+}
+
+async fn wait_status(server: &TestServer, id: &str, want: &str, timeout: Duration) {
+    let ok = wait_until(timeout, || async { status_of(server, id).await == want }).await;
+    assert!(
+        ok,
+        "session {id} never became {want} (now {})",
+        status_of(server, id).await
+    );
+}
+
+/// Creates a session and pairs it by "scanning" its QR code with a phone.
+async fn pair_by_qr(server: &TestServer, sim: &Sim, id: &str, phone: &str, push_name: &str) {
+    server
+        .api()
+        .post_json("/sessions", &json!({"id": id}))
+        .await
+        .expect(201);
+    let qr = wait_for(Duration::from_secs(20), || async {
+        let r = server.api().get(&format!("/sessions/{id}/qr")).await;
+        (r.code() == 200).then(|| r.json())
+    })
+    .await
+    .expect("a QR code");
+    let code = qr["qr_codes"][0].as_str().unwrap().to_string();
+    let (status, linked) = sim
+        .post(
+            "/scan-qr",
+            json!({"qr": code, "phone_number": phone, "push_name": push_name}),
+        )
+        .await;
+    assert_eq!(status, 200, "{linked}");
+    wait_status(server, id, "logged_in", PAIRING).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn qr_pairing_logs_in_with_the_clients_real_codes() {
+    let sim = Sim::start().await;
+    let server = gateway(&sim).await;
+    let api = server.api();
+    api.post_json("/sessions", &json!({"id": "qr", "name": "QR"}))
+        .await
+        .expect(201);
+
+    let qr = wait_for(Duration::from_secs(20), || async {
+        let r = api.get("/sessions/qr/qr").await;
+        (r.code() == 200).then(|| r.json())
+    })
+    .await
+    .expect("a pending QR code");
+    assert_eq!(qr["status"], "waiting_for_qr");
+    assert!(qr["timeout_seconds"].as_u64().unwrap() > 0, "{qr}");
+    let code = qr["qr_codes"][0].as_str().unwrap().to_string();
+    assert_eq!(
+        code.split(',').count(),
+        5,
+        "a real client QR string: {code}"
+    );
+    assert_eq!(status_of(&server, "qr").await, "waiting_for_qr");
+
+    // The PNG decodes to the same string; the SVG is an SVG.
+    let png = api.get("/sessions/qr/qr?format=png").await;
+    assert_eq!(png.code(), 200);
+    assert_eq!(png.content_type(), "image/png");
+    let image = image::load_from_memory(&png.bytes)
+        .expect("a PNG")
+        .to_luma8();
+    let mut prepared = rqrr::PreparedImage::prepare(image);
+    let grids = prepared.detect_grids();
+    assert_eq!(grids.len(), 1);
+    let (_, decoded) = grids[0].decode().expect("decodable QR");
+    assert_eq!(decoded, code);
+    let svg = api.get("/sessions/qr/qr?format=svg").await;
+    assert_eq!(svg.code(), 200);
+    assert!(svg.text().contains("<svg"));
+    api.get("/sessions/qr/qr?format=gif")
+        .await
+        .expect_error(400, "validation");
+    api.get("/sessions/qr/device")
+        .await
+        .expect_error(409, "not_logged_in");
+
+    let (status, linked) = sim
+        .post(
+            "/scan-qr",
+            json!({"qr": code, "phone_number": "6281230000001", "push_name": "Alice"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{linked}");
+    wait_status(&server, "qr", "logged_in", PAIRING).await;
+
+    let session = api.get("/sessions/qr").await.expect(200);
+    assert_eq!(session["phone_number"], "6281230000001");
+    assert_eq!(session["is_logged_in"], true);
+    assert!(session["last_connected_at"].as_i64().unwrap() > 0);
+    let device = api.get("/sessions/qr/device").await.expect(200);
+    assert_eq!(device["phone_number"], "6281230000001");
+    assert_eq!(
+        device["device_id"],
+        linked["jid"]
+            .as_str()
+            .unwrap()
+            .split([':', '@'])
+            .nth(1)
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+    );
+    assert_eq!(
+        device["lid"].as_str().unwrap().split(':').next(),
+        linked["lid"].as_str().unwrap().split(':').next()
+    );
+    let status = api.get("/sessions/qr/status").await.expect(200);
+    assert_eq!(status["status"], "logged_in");
+    assert_eq!(status["socket_alive"], true);
+    // No QR is pending once logged in, and pairing again is refused.
+    api.get("/sessions/qr/qr").await.expect_status(409);
+    api.post_json(
+        "/sessions/qr/pair",
+        &json!({"phone_number": "6281230000001"}),
+    )
+    .await
+    .expect_status(409);
+    assert_eq!(sim.stats().await["pairings"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pair_code_pairing_logs_in() {
+    let sim = Sim::start().await;
+    let server = gateway(&sim).await;
+    let api = server.api();
+    api.post_json("/sessions", &json!({"id": "code"}))
+        .await
+        .expect(201);
+    // The socket must be up (the QR flow starts in parallel) before a code can be requested.
+    wait_status(&server, "code", "waiting_for_qr", Duration::from_secs(20)).await;
+    let pair = api
+        .post_json(
+            "/sessions/code/pair",
+            &json!({"phone_number": "+62 812-3000-0002"}),
+        )
+        .await
+        .expect(200);
+    let code = pair["code"].as_str().unwrap().to_string();
+    assert_eq!(code.len(), 9, "ABCD-EFGH: {code}");
+    assert!(pair["timeout_seconds"].as_u64().unwrap() > 0);
+    let (status, linked) = sim
+        .post(
+            "/enter-pair-code",
+            json!({"phone_number": "6281230000002", "code": code}),
+        )
+        .await;
+    assert_eq!(status, 200, "{linked}");
+    wait_status(&server, "code", "logged_in", PAIRING).await;
+    let device = api.get("/sessions/code/device").await.expect(200);
+    assert_eq!(device["phone_number"], "6281230000002");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kill9_restart_logs_every_session_back_in_without_pairing() {
+    let sim = Sim::start().await;
+    let mut server = gateway(&sim).await;
+    pair_by_qr(&server, &sim, "one", "6281230000011", "One").await;
+    pair_by_qr(&server, &sim, "two", "6281230000012", "Two").await;
+    let before = sim.stats().await;
+    assert_eq!(before["pairings"], 2, "{before}");
+
+    server.kill9();
+    server.restart().await;
+    wait_status(&server, "one", "logged_in", Duration::from_secs(30)).await;
+    wait_status(&server, "two", "logged_in", Duration::from_secs(30)).await;
+    let after = sim.stats().await;
+    assert_eq!(after["pairings"], 2, "no new pairing: {after}");
+    assert!(
+        after["logins"].as_u64().unwrap() >= before["logins"].as_u64().unwrap() + 2,
+        "{before} -> {after}"
+    );
+    let session = server.api().get("/sessions/one").await.expect(200);
+    assert_eq!(session["phone_number"], "6281230000011");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn disconnect_connect_logout_and_delete_follow_the_contract() {
+    let sim = Sim::start().await;
+    let mut server = gateway(&sim).await;
+    pair_by_qr(&server, &sim, "dc", "6281230000021", "Dee").await;
+    pair_by_qr(&server, &sim, "gone", "6281230000022", "Gone").await;
+    let api = server.api();
+
+    // disconnect keeps credentials and stays offline across a restart.
+    api.post("/sessions/dc/disconnect").await.expect(200);
+    wait_status(&server, "dc", "disconnected", Duration::from_secs(10)).await;
+    let logins = sim.stats().await["logins"].as_u64().unwrap();
+    server.kill9();
+    server.restart().await;
+    wait_status(&server, "gone", "logged_in", Duration::from_secs(30)).await;
+    assert_eq!(status_of(&server, "dc").await, "disconnected");
+    let api = server.api();
+    let status = api.get("/sessions/dc/status").await.expect(200);
+    assert_eq!(status["socket_alive"], false);
+    assert_eq!(status["phone_number"], "6281230000021");
+
+    // connect brings it back without pairing.
+    let reply = api.post("/sessions/dc/connect").await.expect(200);
+    assert_eq!(reply["success"], true);
+    wait_status(&server, "dc", "logged_in", Duration::from_secs(30)).await;
+    let stats = sim.stats().await;
+    assert_eq!(stats["pairings"], 2, "{stats}");
+    assert!(stats["logins"].as_u64().unwrap() > logins);
+
+    // logout unlinks the device at WhatsApp and leaves the session logged_out.
+    api.post("/sessions/dc/logout").await.expect(200);
+    assert_eq!(status_of(&server, "dc").await, "logged_out");
+    let (_, account) = sim.get("/accounts/6281230000021").await;
+    assert_eq!(
+        account["devices"].as_array().map(Vec::len),
+        Some(0),
+        "{account}"
+    );
+    assert!(
+        !server.data_dir().join("sessions/dc").exists(),
+        "credentials erased"
+    );
+    let session = api.get("/sessions/dc").await.expect(200);
+    assert_eq!(session["phone_number"], Value::Null);
+    api.get("/sessions/dc/device")
+        .await
+        .expect_error(409, "not_logged_in");
+
+    // DELETE unlinks and erases everything.
+    api.delete("/sessions/gone").await.expect(200);
+    let (_, account) = sim.get("/accounts/6281230000022").await;
+    assert_eq!(
+        account["devices"].as_array().map(Vec::len),
+        Some(0),
+        "{account}"
+    );
+    api.get("/sessions/gone")
+        .await
+        .expect_error(404, "session_not_found");
+    assert!(!server.data_dir().join("sessions/gone").exists());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn phone_unlinking_the_device_logs_the_session_out() {
+    let sim = Sim::start().await;
+    let server = gateway(&sim).await;
+    pair_by_qr(&server, &sim, "unl", "6281230000031", "Una").await;
+    assert!(server.data_dir().join("sessions/unl").exists());
+    let (status, reply) = sim.post("/accounts/6281230000031/unlink", json!({})).await;
+    assert_eq!(status, 200, "{reply}");
+    wait_status(&server, "unl", "logged_out", Duration::from_secs(30)).await;
+    let erased = wait_until(Duration::from_secs(10), || async {
+        !server.data_dir().join("sessions/unl").exists()
+    })
+    .await;
+    assert!(erased, "credentials of an unlinked device are erased");
+    let session = server.api().get("/sessions/unl").await.expect(200);
+    assert_eq!(session["is_logged_in"], false);
+    assert_eq!(session["phone_number"], Value::Null);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dropped_socket_reconnects_by_itself() {
+    let sim = Sim::start().await;
+    let server = gateway(&sim).await;
+    pair_by_qr(&server, &sim, "drop", "6281230000041", "Drop").await;
+    let before = sim.stats().await;
+    let (status, reply) = sim
+        .post(
+            "/faults",
+            json!({"kind": "drop_socket", "phone_number": "6281230000041"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{reply}");
+    let back = wait_until(Duration::from_secs(30), || async {
+        let stats = sim.stats().await;
+        stats["logins"].as_u64() > before["logins"].as_u64()
+            && status_of(&server, "drop").await == "logged_in"
+    })
+    .await;
+    assert!(back, "the session logged in again by itself");
+    assert_eq!(sim.stats().await["pairings"], before["pairings"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stalled_server_answers_504_in_time_and_the_actor_stays_responsive() {
+    let sim = Sim::start().await;
+    let server = TestServer::builder()
+        .whatsapp_url(sim.url())
+        .env("WAGATE_WHATSAPP_REQUEST_TIMEOUT", "2s")
+        .env("WAGATE_SUPERVISION_CALL_TIMEOUT", "6s")
+        .start()
+        .await;
+    pair_by_qr(&server, &sim, "stall", "6281230000051", "Stall").await;
+    let (status, reply) = sim
+        .post("/faults", json!({"kind": "stall", "duration_ms": 8000}))
+        .await;
+    assert_eq!(status, 200, "{reply}");
+
+    let api = server.api();
+    let slow = {
+        let api = api.clone();
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let r = api.get("/sessions/stall/groups?refresh=true").await;
+            (r, started.elapsed())
+        })
+    };
+    // While WhatsApp is silent, the session still answers at once.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
+    api.get("/sessions/stall").await.expect(200);
+    api.get("/sessions/stall/status").await.expect(200);
+    let quick = started.elapsed();
+    let (reply, took) = slow.await.unwrap();
+    reply.expect_error(504, "whatsapp_timeout");
+    assert!(
+        took < Duration::from_secs(6),
+        "answered within the timeout, took {took:?}"
+    );
+    assert!(
+        quick < Duration::from_secs(1),
+        "status answered while WhatsApp stalled, took {quick:?}"
+    );
+    sim.call(reqwest::Method::DELETE, "/faults", None).await;
+}
