@@ -421,9 +421,7 @@ fn register(ctx: &Ctx, payload: &waproto::whatsapp::ClientPayload) {
             .and_then(crate::nodes::be_uint)
             .unwrap_or(1),
         signed_prekey: key32(data.and_then(|d| d.e_skey_val.as_ref())),
-        signed_prekey_signature: data
-            .and_then(|d| d.e_skey_sig.clone())
-            .unwrap_or_default(),
+        signed_prekey_signature: data.and_then(|d| d.e_skey_sig.clone()).unwrap_or_default(),
         one_time: Default::default(),
     };
     let registration = Registration {
@@ -438,7 +436,10 @@ fn register(ctx: &Ctx, payload: &waproto::whatsapp::ClientPayload) {
         }
         format!("pair-device-{serial}")
     };
-    tracing::info!(conn = ctx.conn_id, "unpaired client connected; offering QR refs");
+    tracing::info!(
+        conn = ctx.conn_id,
+        "unpaired client connected; offering QR refs"
+    );
     ctx.send(crate::pairing::pair_device_iq(&iq_id, ctx.sim.qr_refs));
 }
 
@@ -452,5 +453,8 @@ pub fn close_soon(out: mpsc::UnboundedSender<Outbound>, after: Duration) {
 
 /// Whether a stanza is a reply to one of our own IQs (`result`/`error`).
 pub fn is_iq_reply(node: &Node) -> bool {
-    matches!(attr(node, "type").as_deref(), Some("result") | Some("error"))
+    matches!(
+        attr(node, "type").as_deref(),
+        Some("result") | Some("error")
+    )
 }

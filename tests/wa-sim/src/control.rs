@@ -34,7 +34,8 @@ fn parse<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, Reply> {
     } else {
         body
     };
-    serde_json::from_slice(body).map_err(|e| error(400, "bad_request", format!("invalid JSON body: {e}")))
+    serde_json::from_slice(body)
+        .map_err(|e| error(400, "bad_request", format!("invalid JSON body: {e}")))
 }
 
 fn valid_phone(phone: &str) -> Result<(), Reply> {
@@ -75,16 +76,29 @@ pub async fn handle(sim: &Arc<Sim>, method: &str, path: &str, body: &[u8]) -> Re
             sim.world().faults = Default::default();
             Ok(ok(json!({ "success": true })))
         }
-        ("GET", ["stats"]) => Ok(ok(serde_json::to_value(sim.world().stats.clone())
-            .unwrap_or(Value::Null))),
+        ("GET", ["stats"]) => Ok(ok(
+            serde_json::to_value(sim.world().stats.clone()).unwrap_or(Value::Null)
+        )),
         ("GET", ["groups"]) => Ok(ok(crate::groups::list_json(sim))),
         ("GET", ["groups", jid]) => crate::groups::get_json(sim, jid)
             .map(ok)
             .ok_or_else(|| error(404, "not_found", format!("no group {jid}"))),
-        (_, ["scan-qr" | "enter-pair-code" | "accounts" | "faults" | "stats" | "groups", ..]) => {
-            Err(error(405, "method_not_allowed", format!("{method} is not allowed here")))
-        }
-        _ => Err(error(404, "not_found", format!("no control endpoint {path}"))),
+        (
+            _,
+            [
+                "scan-qr" | "enter-pair-code" | "accounts" | "faults" | "stats" | "groups",
+                ..,
+            ],
+        ) => Err(error(
+            405,
+            "method_not_allowed",
+            format!("{method} is not allowed here"),
+        )),
+        _ => Err(error(
+            404,
+            "not_found",
+            format!("no control endpoint {path}"),
+        )),
     };
     result.unwrap_or_else(|e| e)
 }
@@ -101,7 +115,8 @@ fn scan_qr(sim: &Arc<Sim>, body: &[u8]) -> Result<Reply, Reply> {
     if let Some(phone) = &req.phone_number {
         valid_phone(phone)?;
     }
-    let qr = crate::pairing::parse_qr(&req.qr).map_err(|e| error(400, "bad_request", e.to_string()))?;
+    let qr =
+        crate::pairing::parse_qr(&req.qr).map_err(|e| error(400, "bad_request", e.to_string()))?;
     Ok(link_reply(crate::pairing::link_device(
         sim,
         &qr.noise_pub,
@@ -123,8 +138,13 @@ async fn enter_pair_code(sim: &Arc<Sim>, body: &[u8]) -> Result<Reply, Reply> {
     let req: EnterCode = parse(body)?;
     valid_phone(&req.phone_number)?;
     Ok(link_reply(
-        crate::pairing::enter_pair_code(sim, &req.phone_number, &req.code, req.push_name.as_deref())
-            .await,
+        crate::pairing::enter_pair_code(
+            sim,
+            &req.phone_number,
+            &req.code,
+            req.push_name.as_deref(),
+        )
+        .await,
     ))
 }
 
@@ -192,7 +212,9 @@ fn inbox(sim: &Arc<Sim>, phone: &str) -> Result<Reply, Reply> {
         .accounts
         .get(phone)
         .ok_or_else(|| error(404, "not_found", format!("no account {phone}")))?;
-    Ok(ok(serde_json::to_value(&account.inbox).unwrap_or(Value::Null)))
+    Ok(ok(
+        serde_json::to_value(&account.inbox).unwrap_or(Value::Null)
+    ))
 }
 
 #[derive(Deserialize)]
@@ -211,7 +233,11 @@ fn unlink(sim: &Arc<Sim>, phone: &str, body: &[u8]) -> Result<Reply, Reply> {
         match req.device {
             Some(d) if account.devices.contains_key(&d) => vec![d],
             Some(d) => {
-                return Err(error(404, "not_found", format!("{phone} has no linked device {d}")));
+                return Err(error(
+                    404,
+                    "not_found",
+                    format!("{phone} has no linked device {d}"),
+                ));
             }
             None => account.devices.keys().copied().collect(),
         }
@@ -293,7 +319,11 @@ fn add_fault(sim: &Arc<Sim>, body: &[u8]) -> Result<Reply, Reply> {
             device,
         } => {
             if !world.accounts.contains_key(&phone_number) {
-                return Err(error(404, "not_found", format!("no account {phone_number}")));
+                return Err(error(
+                    404,
+                    "not_found",
+                    format!("no account {phone_number}"),
+                ));
             }
             let mut affected = 0;
             for conn in world.conns.values() {
@@ -342,7 +372,9 @@ fn add_fault(sim: &Arc<Sim>, body: &[u8]) -> Result<Reply, Reply> {
         } => {
             let stanza = match kind.as_str() {
                 "replaced" => NodeBuilder::new("stream:error")
-                    .children([NodeBuilder::new("conflict").attr("type", "replaced").build()])
+                    .children([NodeBuilder::new("conflict")
+                        .attr("type", "replaced")
+                        .build()])
                     .build(),
                 "conflict" => NodeBuilder::new("stream:error").attr("code", "409").build(),
                 "device_removed" => NodeBuilder::new("stream:error")
@@ -358,12 +390,18 @@ fn add_fault(sim: &Arc<Sim>, body: &[u8]) -> Result<Reply, Reply> {
                     return Err(error(
                         400,
                         "bad_request",
-                        format!("unknown stream error {other:?}; use conflict, replaced, device_removed or a numeric code"),
+                        format!(
+                            "unknown stream error {other:?}; use conflict, replaced, device_removed or a numeric code"
+                        ),
                     ));
                 }
             };
             if !world.accounts.contains_key(&phone_number) {
-                return Err(error(404, "not_found", format!("no account {phone_number}")));
+                return Err(error(
+                    404,
+                    "not_found",
+                    format!("no account {phone_number}"),
+                ));
             }
             let mut affected = 0;
             for conn in world.conns.values() {

@@ -139,9 +139,7 @@ fn app_state(ctx: &Ctx, node: &Node) -> bool {
     let collections = sync
         .get_children_by_tag("collection")
         .map(|c| {
-            let version: u64 = attr(c, "version")
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0);
+            let version: u64 = attr(c, "version").and_then(|v| v.parse().ok()).unwrap_or(0);
             let patches = child(c, "patch")
                 .map(|_| c.get_children_by_tag("patch").count() as u64)
                 .unwrap_or(0);
@@ -214,7 +212,10 @@ async fn encrypt(ctx: &Ctx, node: &Node, first: &str) -> bool {
         }
         _ if is_set && child(node, "list").is_some() => {
             update_keys(ctx, |keys| {
-                if let Some(reg) = child_bytes(node, "registration").as_deref().and_then(be_uint) {
+                if let Some(reg) = child_bytes(node, "registration")
+                    .as_deref()
+                    .and_then(be_uint)
+                {
                     keys.registration_id = reg;
                 }
                 if let Some(identity) = child_key32(node, "identity") {
@@ -266,7 +267,10 @@ fn update_keys(ctx: &Ctx, f: impl FnOnce(&mut crate::world::DeviceKeys)) {
 
 fn bundle_node(jid: String, bundle: &PublicBundle, device_identity: Option<Vec<u8>>) -> Node {
     let mut kids = vec![
-        bytes_node("registration", bundle.registration_id.to_be_bytes().to_vec()),
+        bytes_node(
+            "registration",
+            bundle.registration_id.to_be_bytes().to_vec(),
+        ),
         bytes_node("type", vec![5u8]),
         bytes_node("identity", bundle.identity.to_vec()),
         NodeBuilder::new("skey")
@@ -309,7 +313,9 @@ async fn prekey_fetch(ctx: &Ctx, key: Option<&Node>) -> Vec<Node> {
     let mut out = Vec::new();
     let Some(key) = key else { return out };
     for user in key.get_children_by_tag("user") {
-        let Some(jid) = attr(user, "jid") else { continue };
+        let Some(jid) = attr(user, "jid") else {
+            continue;
+        };
         let refused = NodeBuilder::new("user")
             .attr("jid", jid.clone())
             .children([NodeBuilder::new("error")
@@ -434,7 +440,11 @@ fn usync(ctx: &Ctx, node: &Node) -> bool {
                         .build(),
                 );
             }
-            kids.push(NodeBuilder::new("devices").children(devices_children).build());
+            kids.push(
+                NodeBuilder::new("devices")
+                    .children(devices_children)
+                    .build(),
+            );
         }
         if want_lid
             && let (Some(account), Some(own)) = (
@@ -456,7 +466,12 @@ fn usync(ctx: &Ctx, node: &Node) -> bool {
             Some(p) => format!("{p}@s.whatsapp.net"),
             None => jid.clone(),
         };
-        users.push(NodeBuilder::new("user").attr("jid", user_jid).children(kids).build());
+        users.push(
+            NodeBuilder::new("user")
+                .attr("jid", user_jid)
+                .children(kids)
+                .build(),
+        );
     }
     drop(world);
     let mut usync_reply = NodeBuilder::new("usync");

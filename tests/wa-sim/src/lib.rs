@@ -85,7 +85,10 @@ pub async fn start(config: SimConfig) -> std::io::Result<SimHandle> {
     if !config.listen.ip().is_loopback() {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidInput,
-            format!("wa-sim only listens on loopback addresses, not {}", config.listen),
+            format!(
+                "wa-sim only listens on loopback addresses, not {}",
+                config.listen
+            ),
         ));
     }
     let listener = tokio::net::TcpListener::bind(config.listen).await?;

@@ -79,7 +79,10 @@ async fn route_dm(sim: &Arc<Sim>, node: &Node, phone: &str, device: u16, to: &st
         )
     };
     let Some(peer_phone) = peer_phone else {
-        tracing::info!(to, "message to a number that is not on the simulated WhatsApp");
+        tracing::info!(
+            to,
+            "message to a number that is not on the simulated WhatsApp"
+        );
         return;
     };
     let sender_jid = if device == 0 {
@@ -115,7 +118,13 @@ async fn route_dm(sim: &Arc<Sim>, node: &Node, phone: &str, device: u16, to: &st
         }
         if target_device == 0 {
             let sim = sim.clone();
-            let (sender, chat, id) = (phone.to_string(), format!("{peer_phone}@s.whatsapp.net"), id.clone());
+            // The chat is named from the receiving phone's side.
+            let chat = if target_phone == phone {
+                format!("{peer_phone}@s.whatsapp.net")
+            } else {
+                format!("{phone}@s.whatsapp.net")
+            };
+            let (sender, id) = (phone.to_string(), id.clone());
             let target = target_phone.clone();
             tokio::spawn(async move {
                 phone_receive(&sim, &target, &sender, device, &chat, &id, &enc, None).await;
@@ -166,11 +175,8 @@ pub async fn phone_receive(
             Ok(padded) => match wacore::messages::decode_plaintext(&padded, 2) {
                 Ok(message) => {
                     if let Some(skdm) = message.sender_key_distribution_message.as_option()
-                        && let (Some(group), Some(bytes)) = (
-                            skdm.group_id.as_deref(),
-                            skdm.axolotl_sender_key_distribution_message.as_deref(),
-                        )
-                        && let Err(e) = endpoint.process_skdm(group, &peer, bytes).await
+                        && let Some(bytes) = skdm.axolotl_sender_key_distribution_message.as_deref()
+                        && let Err(e) = endpoint.process_skdm(chat, &peer, bytes).await
                     {
                         tracing::warn!("phone {target}: bad sender key distribution: {e}");
                     }
@@ -178,7 +184,10 @@ pub async fn phone_receive(
                 }
                 Err(e) => tracing::warn!("phone {target}: undecodable plaintext: {e}"),
             },
-            Err(e) => tracing::warn!("phone {target}: cannot decrypt {} from {sender}:{sender_device}: {e}", enc.kind),
+            Err(e) => tracing::warn!(
+                "phone {target}: cannot decrypt {} from {sender}:{sender_device}: {e}",
+                enc.kind
+            ),
         }
     }
     if let Some((group, bytes)) = group_skmsg {
@@ -199,7 +208,9 @@ pub async fn phone_receive(
     for message in texts {
         let (chat, message) = match message.device_sent_message.as_option() {
             Some(dsm) => (
-                dsm.destination_jid.clone().unwrap_or_else(|| chat.to_string()),
+                dsm.destination_jid
+                    .clone()
+                    .unwrap_or_else(|| chat.to_string()),
                 dsm.message.as_option().cloned().unwrap_or_default(),
             ),
             None => (chat.to_string(), message),

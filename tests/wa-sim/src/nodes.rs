@@ -81,11 +81,6 @@ pub fn iq_error(request: &Node, code: u16, text: &str) -> Node {
         .build()
 }
 
-/// A node with text content.
-pub fn text_node(tag: &'static str, value: &str) -> Node {
-    NodeBuilder::new(tag).string_content(value).build()
-}
-
 /// A node with binary content.
 pub fn bytes_node(tag: &'static str, value: impl Into<Vec<u8>>) -> Node {
     NodeBuilder::new(tag).bytes(value).build()

@@ -277,6 +277,13 @@ pub fn on_pair_answer(sim: &Arc<Sim>, conn_id: u64, response: &Node) -> bool {
         return false;
     };
     let mut world = sim.world();
+    if world
+        .pending_pairs
+        .get(&id)
+        .is_none_or(|p| p.conn_id != conn_id)
+    {
+        return false;
+    }
     let Some(pending) = world.pending_pairs.remove(&id) else {
         return false;
     };
@@ -287,8 +294,8 @@ pub fn on_pair_answer(sim: &Arc<Sim>, conn_id: u64, response: &Node) -> bool {
         }
         return true;
     }
-    let identity = child(response, "pair-device-sign")
-        .and_then(|sign| child_bytes(sign, "device-identity"));
+    let identity =
+        child(response, "pair-device-sign").and_then(|sign| child_bytes(sign, "device-identity"));
     if let Some(device) = world
         .accounts
         .get_mut(&pending.phone)
@@ -395,9 +402,11 @@ pub async fn enter_pair_code(
     for (pairing_ref, wrapped) in candidates {
         let code_for_task = code.clone();
         let crypto = tokio::task::spawn_blocking(move || {
-            let companion =
-                wacore::pair_code::PairCodeUtils::decrypt_primary_ephemeral_pub(&wrapped, &code_for_task)
-                    .map_err(|e| e.to_string())?;
+            let companion = wacore::pair_code::PairCodeUtils::decrypt_primary_ephemeral_pub(
+                &wrapped,
+                &code_for_task,
+            )
+            .map_err(|e| e.to_string())?;
             let primary = KeyPair::generate(&mut rand::rng());
             let wrapped_primary = wacore::pair_code::PairCodeUtils::encrypt_ephemeral_pub(
                 &pub32(&primary.public_key),
@@ -489,7 +498,9 @@ pub fn on_companion_finish(sim: &Arc<Sim>, reg: &Node) {
     };
     let result = finish_code_exchange(sim, conn_id, reg, &attempt);
     if result.is_ok() {
-        sim.world().pending_codes.retain(|p| p.pairing_ref != pairing_ref);
+        sim.world()
+            .pending_codes
+            .retain(|p| p.pairing_ref != pairing_ref);
     }
     let _ = attempt.done.send(result);
 }

@@ -109,7 +109,11 @@ impl PreKeyStore for PreKeys {
             .ok_or(SignalProtocolError::InvalidPreKeyId)
     }
 
-    async fn save_pre_key(&mut self, prekey_id: PreKeyId, record: &PreKeyRecord) -> SignalResult<()> {
+    async fn save_pre_key(
+        &mut self,
+        prekey_id: PreKeyId,
+        record: &PreKeyRecord,
+    ) -> SignalResult<()> {
         self.0.insert(u32::from(prekey_id), record.clone());
         Ok(())
     }
@@ -245,10 +249,6 @@ impl SignalEndpoint {
                 .insert(id, PreKeyRecord::new(PreKeyId::from(id), &pair));
             self.unpublished.push_back((id, pub32(&pair.public_key)));
         }
-    }
-
-    pub fn registration_id(&self) -> u32 {
-        self.identity.registration_id
     }
 
     pub fn identity_public(&self) -> [u8; 32] {

@@ -293,7 +293,10 @@ impl World {
             },
         };
         let lid = loop {
-            let candidate = format!("{}", rand::random_range(100_000_000_000_000u64..200_000_000_000_000));
+            let candidate = format!(
+                "{}",
+                rand::random_range(100_000_000_000_000u64..200_000_000_000_000)
+            );
             if !self.lids.contains_key(&candidate) {
                 break candidate;
             }

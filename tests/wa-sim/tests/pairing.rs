@@ -38,7 +38,11 @@ async fn qr_pairing_reaches_connected_and_stays_connected() {
         }
     })
     .await;
-    assert!(quiet.is_err(), "client lost its connection: {:?}", quiet.ok());
+    assert!(
+        quiet.is_err(),
+        "client lost its connection: {:?}",
+        quiet.ok()
+    );
     assert!(client_arc.is_logged_in());
     assert_eq!(common::stats(&sim).await["logins"], 1);
     client.handle.shutdown().await;
@@ -56,9 +60,12 @@ async fn pair_code_pairing_reaches_connected() {
         })
     })
     .await;
-    let code = match &*wait_event(&client.events, Duration::from_secs(30), "a pair code", |e| {
-        matches!(e, Event::PairingCode(_))
-    })
+    let code = match &*wait_event(
+        &client.events,
+        Duration::from_secs(30),
+        "a pair code",
+        |e| matches!(e, Event::PairingCode(_)),
+    )
     .await
     {
         Event::PairingCode(p) => p.code.clone(),
@@ -81,7 +88,10 @@ async fn pair_code_pairing_reaches_connected() {
     assert_eq!(status, 200, "{reply}");
     assert_eq!(reply["phone_number"], phone);
     assert_eq!(reply["jid"], format!("{phone}:1@s.whatsapp.net"));
-    assert!(reply["lid"].as_str().unwrap().ends_with(":1@lid"), "{reply}");
+    assert!(
+        reply["lid"].as_str().unwrap().ends_with(":1@lid"),
+        "{reply}"
+    );
     wait_connected(&client.events, Duration::from_secs(30)).await;
     let stats = stats(&sim).await;
     assert_eq!(stats["pairings"], 1, "{stats}");
@@ -103,15 +113,20 @@ async fn restarted_client_logs_in_again_without_pairing() {
     let (client, phone) = pair_by_qr(&sim, Some("carol"), None).await;
     let backend = client.backend.clone();
     client.handle.shutdown().await;
-    eventually(Duration::from_secs(10), "the old socket to close", || async {
-        stats(&sim).await["active_connections"] == 0
-    })
+    eventually(
+        Duration::from_secs(10),
+        "the old socket to close",
+        || async { stats(&sim).await["active_connections"] == 0 },
+    )
     .await;
 
     let started = Instant::now();
     let again = spawn_client(&sim, backend.clone(), Some("carol")).await;
     wait_connected(&again.events, Duration::from_secs(30)).await;
-    eprintln!("login from stored credentials reached Connected in {:?}", started.elapsed());
+    eprintln!(
+        "login from stored credentials reached Connected in {:?}",
+        started.elapsed()
+    );
     let stats = stats(&sim).await;
     assert_eq!(stats["pairings"], 1, "{stats}");
     assert_eq!(stats["logins"], 2, "{stats}");
@@ -126,7 +141,10 @@ async fn restarted_client_logs_in_again_without_pairing() {
     let started = Instant::now();
     let again = spawn_client(&sim, backend, None).await;
     wait_connected(&again.events, Duration::from_secs(30)).await;
-    eprintln!("nameless login reached Connected in {:?}", started.elapsed());
+    eprintln!(
+        "nameless login reached Connected in {:?}",
+        started.elapsed()
+    );
     assert!(started.elapsed() < Duration::from_secs(8));
     again.handle.shutdown().await;
     sim.shutdown().await;

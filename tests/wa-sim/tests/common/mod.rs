@@ -143,7 +143,10 @@ pub async fn next_qr(events: &Events) -> String {
 }
 
 pub async fn wait_connected(events: &Events, timeout: Duration) {
-    wait_event(events, timeout, "Connected", |e| matches!(e, Event::Connected(_))).await;
+    wait_event(events, timeout, "Connected", |e| {
+        matches!(e, Event::Connected(_))
+    })
+    .await;
 }
 
 /// Polls `check` until it holds, failing after `timeout`.
@@ -190,7 +193,11 @@ pub async fn http(
     (status, value)
 }
 
-pub async fn post(sim: &SimHandle, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+pub async fn post(
+    sim: &SimHandle,
+    path: &str,
+    body: serde_json::Value,
+) -> (u16, serde_json::Value) {
     http(sim, "POST", path, Some(&body.to_string())).await
 }
 
@@ -204,7 +211,11 @@ pub async fn stats(sim: &SimHandle) -> serde_json::Value {
 
 /// Pairs a fresh client by QR and waits until it is connected. Returns the client and the
 /// phone number the sim assigned.
-pub async fn pair_by_qr(sim: &SimHandle, push_name: Option<&str>, phone: Option<&str>) -> (TestClient, String) {
+pub async fn pair_by_qr(
+    sim: &SimHandle,
+    push_name: Option<&str>,
+    phone: Option<&str>,
+) -> (TestClient, String) {
     let client = spawn_client(sim, new_backend(), push_name).await;
     let qr = next_qr(&client.events).await;
     let mut body = serde_json::json!({ "qr": qr });
@@ -216,4 +227,60 @@ pub async fn pair_by_qr(sim: &SimHandle, push_name: Option<&str>, phone: Option<
     let phone = reply["phone_number"].as_str().unwrap().to_string();
     wait_connected(&client.events, Duration::from_secs(30)).await;
     (client, phone)
+}
+
+/// The text of a message, whether sent as conversation or extended text.
+pub fn text_of(message: &whatsapp_rust::waproto::whatsapp::Message) -> Option<String> {
+    message.conversation.clone().or_else(|| {
+        message
+            .extended_text_message
+            .as_option()
+            .and_then(|m| m.text.clone())
+    })
+}
+
+/// Waits until the client receives a message with `text`; returns the sender and chat.
+pub async fn wait_text(events: &Events, text: &str) -> (String, String) {
+    let event = wait_event(
+        events,
+        Duration::from_secs(20),
+        &format!("message {text:?}"),
+        |e| {
+            matches!(e, Event::Messages(_))
+                && e.messages()
+                    .any(|m| text_of(&m.message).as_deref() == Some(text))
+        },
+    )
+    .await;
+    let m = event
+        .messages()
+        .find(|m| text_of(&m.message).as_deref() == Some(text))
+        .unwrap();
+    (
+        m.info.source.sender.to_string(),
+        m.info.source.chat.to_string(),
+    )
+}
+
+/// Polls a sim-only user's inbox until a message with `text` shows up.
+pub async fn wait_inbox(sim: &SimHandle, phone: &str, text: &str) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, inbox) = get(sim, &format!("/accounts/{phone}/messages")).await;
+        if let Some(m) = inbox
+            .as_array()
+            .and_then(|a| a.iter().find(|m| m["text"] == text))
+        {
+            return m.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{phone} never received {text:?}: {inbox}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+pub fn pn_jid(phone: &str) -> whatsapp_rust::Jid {
+    whatsapp_rust::Jid::pn(phone)
 }

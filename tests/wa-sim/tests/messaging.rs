@@ -1,0 +1,68 @@
+//! Direct messages: between two linked clients in both directions, and to a sim-only user
+//! whose simulated phone decrypts what it receives.
+
+mod common;
+
+use common::*;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dm_between_two_clients_both_ways() {
+    let sim = start_sim().await;
+    let (alice, alice_phone) = pair_by_qr(&sim, Some("alice"), None).await;
+    let (bob, bob_phone) = pair_by_qr(&sim, Some("bob"), None).await;
+
+    alice
+        .handle
+        .client()
+        .send_text(pn_jid(&bob_phone), "hello bob")
+        .await
+        .unwrap();
+    let (sender, chat) = wait_text(&bob.events, "hello bob").await;
+    assert!(sender.starts_with(&alice_phone), "{sender}");
+    assert!(chat.starts_with(&alice_phone), "{chat}");
+
+    bob.handle
+        .client()
+        .send_text(pn_jid(&alice_phone), "hi alice")
+        .await
+        .unwrap();
+    wait_text(&alice.events, "hi alice").await;
+
+    // Both phones (device 0) got their copies too.
+    wait_inbox(&sim, &bob_phone, "hello bob").await;
+    let stats = stats(&sim).await;
+    assert!(stats["messages_routed"].as_u64().unwrap() >= 2, "{stats}");
+    alice.handle.shutdown().await;
+    bob.handle.shutdown().await;
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dm_to_sim_only_user_is_decrypted_by_its_phone() {
+    let sim = start_sim().await;
+    let (status, user) = post(
+        &sim,
+        "/accounts",
+        serde_json::json!({"phone_number": "6289900000001", "push_name": "Sim"}),
+    )
+    .await;
+    assert_eq!(status, 201, "{user}");
+    let (alice, alice_phone) = pair_by_qr(&sim, Some("alice"), None).await;
+    let client = alice.handle.client();
+    client
+        .send_text(pn_jid("6289900000001"), "first")
+        .await
+        .unwrap();
+    client
+        .send_text(pn_jid("6289900000001"), "second")
+        .await
+        .unwrap();
+    let first = wait_inbox(&sim, "6289900000001", "first").await;
+    assert_eq!(first["from"], format!("{alice_phone}@s.whatsapp.net"));
+    assert_eq!(first["chat"], format!("{alice_phone}@s.whatsapp.net"));
+    assert!(first["id"].as_str().unwrap().len() > 4);
+    assert!(first["t"].as_u64().unwrap() > 0);
+    wait_inbox(&sim, "6289900000001", "second").await;
+    alice.handle.shutdown().await;
+    sim.shutdown().await;
+}
