@@ -99,11 +99,10 @@ pub struct InvitesState {
 /// Maps a failed join or invite-info query: unknown, expired or revoked codes are `not_found`.
 fn map_invite_error(e: GroupError, timeout: Duration) -> GatewayError {
     match e {
-        GroupError::Iq(IqError::ServerError { code, .. })
-            if matches!(code, 400 | 404 | 406 | 410) =>
-        {
-            GatewayError::NotFound("the invite code is unknown, expired or revoked".into())
-        }
+        GroupError::Iq(IqError::ServerError {
+            code: 400 | 404 | 406 | 410,
+            ..
+        }) => GatewayError::NotFound("the invite code is unknown, expired or revoked".into()),
         GroupError::InvalidRequest(m) => GatewayError::validation("code", m),
         other => map_group_error(other, timeout, false),
     }
