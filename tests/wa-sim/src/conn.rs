@@ -209,7 +209,13 @@ where
 
     {
         let mut world = sim.world();
-        world.conns.remove(&conn_id);
+        if let Some(ConnState::LoggedIn { phone, device }) =
+            world.conns.remove(&conn_id).map(|c| c.state)
+            && world.available.remove(&(phone.clone(), device))
+        {
+            world.last_seen.insert(phone.clone(), now_secs());
+            crate::presence::broadcast(&mut world, &phone);
+        }
         world.pending_codes.retain(|p| p.conn_id != conn_id);
         world.stats.active_connections = world.stats.active_connections.saturating_sub(1);
     }

@@ -18,7 +18,9 @@ pub async fn handle_node(ctx: &Ctx, node: Node) {
         }
         "message" => crate::messages::on_message(ctx, &node).await,
         "receipt" => crate::messages::on_receipt(ctx, &node),
-        "ack" | "ib" | "presence" | "chatstate" | "notification" => {}
+        "presence" => crate::presence::on_presence(ctx, &node),
+        "chatstate" => crate::presence::on_chatstate(ctx, &node),
+        "ack" | "ib" | "notification" => {}
         other => tracing::debug!("unhandled stanza <{other}>: {}", show(&node)),
     }
 }

@@ -73,6 +73,11 @@ impl Group {
         format!("{}@g.us", self.id)
     }
 
+    /// Member phone numbers.
+    pub fn members(&self) -> Vec<String> {
+        self.participants.iter().map(|(p, _)| p.clone()).collect()
+    }
+
     fn role(&self, phone: &str) -> Option<Role> {
         self.participants
             .iter()

@@ -14,6 +14,7 @@ mod messages;
 mod nodes;
 mod noise;
 mod pairing;
+mod presence;
 mod server;
 mod signal;
 mod world;
@@ -54,7 +55,7 @@ impl Default for SimConfig {
 pub struct SimHandle {
     addr: SocketAddr,
     shutdown: watch::Sender<bool>,
-    task: JoinHandle<()>,
+    task: Option<JoinHandle<()>>,
 }
 
 impl SimHandle {
@@ -74,9 +75,18 @@ impl SimHandle {
     }
 
     /// Stops listening and drops every connection.
-    pub async fn shutdown(self) {
+    pub async fn shutdown(mut self) {
         let _ = self.shutdown.send(true);
-        let _ = self.task.await;
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for SimHandle {
+    /// Dropping the handle stops the simulator too (without waiting for it).
+    fn drop(&mut self) {
+        let _ = self.shutdown.send(true);
     }
 }
 
@@ -104,6 +114,6 @@ pub async fn start(config: SimConfig) -> std::io::Result<SimHandle> {
     Ok(SimHandle {
         addr,
         shutdown,
-        task,
+        task: Some(task),
     })
 }

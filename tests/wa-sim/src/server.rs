@@ -54,6 +54,13 @@ pub async fn run(sim: Arc<Sim>, listener: TcpListener, mut shutdown: watch::Rece
             }
         });
     }
+    // Drop every live connection: their writer tasks would otherwise keep sockets open.
+    let mut world = sim.world();
+    for conn in world.conns.values() {
+        let _ = conn.kill.send(true);
+    }
+    world.conns.clear();
+    drop(world);
     tracing::debug!("listener stopped");
 }
 

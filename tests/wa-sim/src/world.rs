@@ -2,7 +2,7 @@
 //! live connections, pending pairings, injected faults and counters. One `std` mutex guards
 //! it; it is never held across an `.await`.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -199,6 +199,11 @@ pub struct World {
     pub groups: BTreeMap<String, Group>,
     pub faults: Faults,
     pub stats: Stats,
+    /// Devices that announced themselves available.
+    pub available: HashSet<(String, u16)>,
+    pub last_seen: HashMap<String, u64>,
+    /// Account -> devices subscribed to its presence.
+    pub presence_subscribers: HashMap<String, HashSet<(String, u16)>>,
     next_conn_id: u64,
     next_serial: u64,
 }
@@ -228,6 +233,9 @@ impl Sim {
                 groups: BTreeMap::new(),
                 faults: Faults::default(),
                 stats: Stats::default(),
+                available: HashSet::new(),
+                last_seen: HashMap::new(),
+                presence_subscribers: HashMap::new(),
                 next_conn_id: 1,
                 next_serial: 1,
             }),

@@ -66,3 +66,44 @@ async fn dm_to_sim_only_user_is_decrypted_by_its_phone() {
     alice.handle.shutdown().await;
     sim.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn presence_and_typing_are_relayed() {
+    use std::time::Duration;
+    use whatsapp_rust::types::events::Event;
+
+    let sim = start_sim().await;
+    let (alice, alice_phone) = pair_by_qr(&sim, Some("alice"), None).await;
+    let (bob, bob_phone) = pair_by_qr(&sim, Some("bob"), None).await;
+    let a = alice.handle.client();
+    let b = bob.handle.client();
+
+    a.presence().subscribe(pn_jid(&bob_phone)).await.unwrap();
+    wait_event(
+        &alice.events,
+        Duration::from_secs(10),
+        "bob unavailable",
+        |e| matches!(e, Event::Presence(p) if p.from.user == bob_phone && p.unavailable),
+    )
+    .await;
+    b.presence().set_available().await.unwrap();
+    wait_event(
+        &alice.events,
+        Duration::from_secs(10),
+        "bob available",
+        |e| matches!(e, Event::Presence(p) if p.from.user == bob_phone && !p.unavailable),
+    )
+    .await;
+
+    b.chatstate()
+        .send_composing(&pn_jid(&alice_phone))
+        .await
+        .unwrap();
+    wait_event(&alice.events, Duration::from_secs(10), "typing", |e| {
+        matches!(e, Event::ChatPresence(_))
+    })
+    .await;
+    alice.handle.shutdown().await;
+    bob.handle.shutdown().await;
+    sim.shutdown().await;
+}
