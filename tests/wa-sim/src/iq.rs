@@ -70,6 +70,15 @@ pub async fn handle(ctx: &Ctx, node: &Node) {
         }
         "privacy" => privacy(ctx, node, &first),
         "md" => md(ctx, node, &first),
+        // Nobody in the simulator has a profile picture.
+        "w:profile:picture" if attr(node, "type").as_deref() == Some("get") => {
+            ctx.send(iq_error(node, 404, "item-not-found"));
+            true
+        }
+        "status" if first == "status" => {
+            ctx.send(iq_result(node, vec![]));
+            true
+        }
         "w:g2" => crate::groups::handle_iq(ctx, node, &first).await,
         _ => false,
     };

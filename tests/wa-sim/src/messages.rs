@@ -10,7 +10,7 @@ use waproto::whatsapp as wa;
 
 use crate::conn::Ctx;
 use crate::iq::split_jid;
-use crate::nodes::{attr, child, children, show};
+use crate::nodes::{attr, child, children};
 use crate::signal::{address, now_secs};
 use crate::world::{InboxMessage, Sim};
 
@@ -277,6 +277,10 @@ pub fn on_receipt(ctx: &Ctx, node: &Node) {
     if let Some(kind) = attr(node, "type") {
         receipt = receipt.attr("type", kind);
     }
+    // Batched ids (`<list>`) and retry requests (`<retry>`, `<keys>`) travel along.
+    if !children(node).is_empty() {
+        receipt = receipt.children(children(node).to_vec());
+    }
     let receipt = receipt.build();
     let devices: Vec<u16> = match world.accounts.get(&sender_phone) {
         Some(_) if dev != 0 => vec![dev],
@@ -287,8 +291,5 @@ pub fn on_receipt(ctx: &Ctx, node: &Node) {
         if !world.device_conns(&sender_phone, d).is_empty() {
             world.deliver(&sender_phone, d, receipt.clone());
         }
-    }
-    if !children(node).is_empty() {
-        tracing::trace!("receipt with children: {}", show(node));
     }
 }

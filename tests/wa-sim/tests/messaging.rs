@@ -107,3 +107,38 @@ async fn presence_and_typing_are_relayed() {
     bob.handle.shutdown().await;
     sim.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn contact_lookups() {
+    let sim = start_sim().await;
+    let (status, _) = post(
+        &sim,
+        "/accounts",
+        serde_json::json!({"phone_number": "6289900000077"}),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let (alice, _) = pair_by_qr(&sim, Some("alice"), None).await;
+    let a = alice.handle.client();
+    let results = a
+        .contacts()
+        .is_on_whatsapp(&[pn_jid("6289900000077"), pn_jid("6289900000078")])
+        .await
+        .unwrap();
+    let registered = |user: &str| {
+        results
+            .iter()
+            .find(|r| r.jid.user == user)
+            .map(|r| r.is_registered)
+    };
+    assert_eq!(registered("6289900000077"), Some(true), "{results:?}");
+    assert_ne!(registered("6289900000078"), Some(true), "{results:?}");
+    let picture = a
+        .contacts()
+        .get_profile_picture(&pn_jid("6289900000077"), true)
+        .await
+        .unwrap();
+    assert!(picture.is_none());
+    alice.handle.shutdown().await;
+    sim.shutdown().await;
+}
