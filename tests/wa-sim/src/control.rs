@@ -261,6 +261,7 @@ pub fn remove_device(sim: &Arc<Sim>, phone: &str, device: u16, notify: bool) {
     account.removed.insert(device, removed.noise_pub);
     account.key_index_ts = crate::signal::now_secs();
     world.stats.unlinks += 1;
+    crate::pairing::announce_device_change(&mut world, phone, device, false);
     let conns: Vec<_> = world
         .device_conns(phone, device)
         .iter()

@@ -16,7 +16,9 @@ use waproto::whatsapp as wa;
 
 use crate::nodes::{attr, bytes_node, child, child_bytes, child_key32};
 use crate::signal::{PublicBundle, address, now_millis, now_secs};
-use crate::world::{CodeAttempt, ConnState, Device, Outbound, PendingCode, PendingPair, Sim};
+use crate::world::{
+    CodeAttempt, ConnState, Device, Outbound, PendingCode, PendingPair, Sim, World,
+};
 
 type HmacSha256 = hmac::Hmac<sha2::Sha256>;
 
@@ -304,6 +306,7 @@ pub fn on_pair_answer(sim: &Arc<Sim>, conn_id: u64, response: &Node) -> bool {
         device.device_identity = identity;
     }
     world.stats.pairings += 1;
+    announce_device_change(&mut world, &pending.phone, pending.device, true);
     if let Some(conn) = world.conns.get_mut(&conn_id) {
         conn.state = ConnState::Closing;
     }
@@ -648,4 +651,56 @@ pub async fn send_key_share(sim: &Arc<Sim>, phone: &str, device: u16) -> Result<
     sim.world().deliver(phone, device, node);
     tracing::debug!(phone, device, "app-state key share sent");
     Ok(())
+}
+
+/// Tells every other companion device that `phone` gained or lost device `device`
+/// (`<notification type="devices">`), so cached device lists stay current.
+pub fn announce_device_change(world: &mut World, phone: &str, device: u16, added: bool) {
+    let serial = world.serial();
+    let Some(account) = world.accounts.get(phone) else {
+        return;
+    };
+    let key_index = if added {
+        account.devices.get(&device).map(|d| d.key_index)
+    } else {
+        None
+    };
+    let signed = signed_key_index_list(
+        &account.account_key,
+        account.raw_id,
+        account.key_index_ts,
+        account.next_key_index.saturating_sub(1),
+        account.valid_key_indexes(),
+    );
+    let mut device_node =
+        NodeBuilder::new("device").attr("jid", format!("{phone}:{device}@s.whatsapp.net"));
+    if let Some(k) = key_index {
+        device_node = device_node.attr("key-index", k.to_string());
+    }
+    let op = NodeBuilder::new(if added { "add" } else { "remove" })
+        .attr("device_hash", format!("2:{:08x}", serial))
+        .children([
+            device_node.build(),
+            NodeBuilder::new("key-index-list")
+                .attr("ts", account.key_index_ts.max(1).to_string())
+                .bytes(signed)
+                .build(),
+        ])
+        .build();
+    let stanza = NodeBuilder::new("notification")
+        .attr("from", format!("{phone}@s.whatsapp.net"))
+        .attr("type", "devices")
+        .attr("id", format!("dev-{serial}"))
+        .attr("t", now_secs().to_string())
+        .children([op])
+        .build();
+    let targets: Vec<(String, u16)> = world
+        .accounts
+        .values()
+        .flat_map(|a| a.devices.keys().map(move |d| (a.phone.clone(), *d)))
+        .filter(|(p, d)| !(p == phone && *d == device))
+        .collect();
+    for (p, d) in targets {
+        world.deliver(&p, d, stanza.clone());
+    }
 }

@@ -142,3 +142,40 @@ async fn contact_lookups() {
     alice.handle.shutdown().await;
     sim.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn relinked_account_receives_on_its_new_device() {
+    use std::time::Duration;
+    use whatsapp_rust::types::events::Event;
+
+    let sim = start_sim().await;
+    let (alice, _) = pair_by_qr(&sim, Some("alice"), None).await;
+    let (bob, bob_phone) = pair_by_qr(&sim, Some("bob"), None).await;
+    let a = alice.handle.client();
+    a.send_text(pn_jid(&bob_phone), "one").await.unwrap();
+    wait_text(&bob.events, "one").await;
+
+    // Bob's phone unlinks the companion, then links a new one for the same number.
+    let (status, _) = post(
+        &sim,
+        &format!("/accounts/{bob_phone}/unlink"),
+        serde_json::json!({}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    wait_event(&bob.events, Duration::from_secs(10), "LoggedOut", |e| {
+        matches!(e, Event::LoggedOut(_))
+    })
+    .await;
+    bob.handle.abort();
+    let (bob2, phone2) = pair_by_qr(&sim, Some("bob"), Some(&bob_phone)).await;
+    assert_eq!(phone2, bob_phone);
+    let (_, account) = get(&sim, &format!("/accounts/{bob_phone}")).await;
+    assert_eq!(account["devices"][0]["device"], 2, "{account}");
+
+    a.send_text(pn_jid(&bob_phone), "two").await.unwrap();
+    wait_text(&bob2.events, "two").await;
+    alice.handle.shutdown().await;
+    bob2.handle.shutdown().await;
+    sim.shutdown().await;
+}
