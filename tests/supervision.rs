@@ -371,11 +371,10 @@ async fn crashes_further_apart_than_the_period_do_not_fail_the_session() {
     srv.create_session("a", "A").await;
     wait_session_running(&srv, "a").await;
     for _ in 0..3 {
-        let at = std::time::Instant::now();
+        // Seeing the restart means the failure has happened; from then on, let more than
+        // the period pass before the next one (the behaviour under test, not synchronisation).
         crash_and_wait_restarted(&srv, "session:a/groups").await;
-        // Let the period pass: this is the behaviour under test, not synchronisation.
-        let rest = Duration::from_millis(1300).saturating_sub(at.elapsed());
-        tokio::time::sleep(rest).await;
+        tokio::time::sleep(Duration::from_millis(1500)).await;
         let status = srv.session_status("a").await;
         assert!(
             OFFLINE_TRYING.contains(&status.as_str()),
