@@ -4,6 +4,37 @@
 //! unmodified `whatsapp-rust` client can pair (QR or pair code), log in, use groups and send
 //! messages against it. A JSON control API on the same port plays the phone and injects
 //! faults. The simulator only binds the loopback address it is given and never dials out.
+//!
+//! # In-process use
+//!
+//! ```no_run
+//! # async fn demo() -> std::io::Result<()> {
+//! let sim = wa_sim::start(wa_sim::SimConfig::default()).await?;
+//! let ws = sim.ws_url(); // ws://127.0.0.1:PORT/ws/chat, for TokioWebSocketTransportFactory
+//! let control = sim.control_url(); // http://127.0.0.1:PORT/control
+//! # let _ = (ws, control);
+//! sim.shutdown().await;
+//! # Ok(()) }
+//! ```
+//! Clients must be built with `whatsapp-rust`'s `danger-skip-cert-chain-verify` feature and
+//! `with_version((2, 3000, x))`.
+//!
+//! # Control API (JSON, same port)
+//!
+//! | Request | Answer |
+//! |---|---|
+//! | `POST /control/scan-qr` `{"qr", "phone_number"?, "push_name"?}` | `{"phone_number","jid","lid"}`; 404 when no unpaired client has that QR's noise key |
+//! | `POST /control/enter-pair-code` `{"phone_number","code"}` | `{"phone_number","jid","lid"}` once the companion finished; 404 when no pending code matches |
+//! | `POST /control/accounts` `{"phone_number"?, "push_name"?}` | 201 `{"phone_number","jid","push_name"}`: a sim-only user; 409 if it exists |
+//! | `GET /control/accounts/{phone}` | `{"phone_number","lid","push_name","sim_only","devices":[{"device","jid","connected"}]}` |
+//! | `POST /control/accounts/{phone}/unlink` `{"device"?}` | `{"unlinked":[..]}`; live sockets get `<stream:error code="401"><conflict type="device_removed"/>` |
+//! | `GET /control/accounts/{phone}/messages` | `[{"from","chat","id","text","t"}]` received and decrypted by that account's phone (device 0) |
+//! | `POST /control/faults` | `{"kind":"drop_socket","phone_number","device"?}`, `{"kind":"stall","duration_ms","phone_number"?}`, `{"kind":"iq_error","xmlns","code","text"?,"count"?}`, `{"kind":"stream_error","phone_number","device"?,"error":"conflict"\|"replaced"\|"device_removed"\|"<code>"}` -> `{"success":true,"affected"?}` |
+//! | `DELETE /control/faults` | clears every fault |
+//! | `GET /control/stats` | `{"connections","active_connections","handshakes","logins","pairings","unlinks","iqs":{"xmlns/child":n},"unknown_iqs","messages_routed","group_queries":{"gid@g.us":n}}` |
+//! | `GET /control/groups`, `GET /control/groups/{jid}` | group snapshots (subject, participants with roles, settings, invite code) |
+//!
+//! Errors are `{"error":"<code>","message":"…"}` with a 4xx status.
 
 mod conn;
 mod control;

@@ -282,14 +282,11 @@ pub fn on_receipt(ctx: &Ctx, node: &Node) {
         receipt = receipt.children(children(node).to_vec());
     }
     let receipt = receipt.build();
-    let devices: Vec<u16> = match world.accounts.get(&sender_phone) {
-        Some(_) if dev != 0 => vec![dev],
-        Some(a) => a.devices.keys().copied().collect(),
-        None => vec![],
-    };
-    for d in devices {
-        if !world.device_conns(&sender_phone, d).is_empty() {
-            world.deliver(&sender_phone, d, receipt.clone());
-        }
+    // Device 0 is the simulated phone, which needs no receipts; a companion gets its own.
+    if dev == 0 || (sender_phone == phone && dev == device) {
+        return;
+    }
+    if !world.device_conns(&sender_phone, dev).is_empty() {
+        world.deliver(&sender_phone, dev, receipt);
     }
 }

@@ -20,6 +20,14 @@ async fn dm_between_two_clients_both_ways() {
     let (sender, chat) = wait_text(&bob.events, "hello bob").await;
     assert!(sender.starts_with(&alice_phone), "{sender}");
     assert!(chat.starts_with(&alice_phone), "{chat}");
+    // Bob's delivery receipt is relayed back to alice.
+    wait_event(
+        &alice.events,
+        std::time::Duration::from_secs(10),
+        "a receipt",
+        |e| matches!(e, whatsapp_rust::types::events::Event::Receipt(_)),
+    )
+    .await;
 
     bob.handle
         .client()
