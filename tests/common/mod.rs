@@ -814,8 +814,7 @@ impl TestServer {
                 return self.reap(p);
             }
             if Instant::now() >= deadline {
-                let p = self.process.take().unwrap();
-                let mut p = p;
+                let mut p = self.process.take().unwrap();
                 let _ = p.child.kill();
                 self.reap(p);
                 panic!(
