@@ -71,6 +71,7 @@ pub async fn handle(sim: &Arc<Sim>, method: &str, path: &str, body: &[u8]) -> Re
         ("GET", ["accounts", phone]) => get_account(sim, phone),
         ("POST", ["accounts", phone, "unlink"]) => unlink(sim, phone, body),
         ("GET", ["accounts", phone, "messages"]) => inbox(sim, phone),
+        ("POST", ["accounts", phone, "send"]) => send(sim, phone, body).await,
         ("POST", ["faults"]) => add_fault(sim, body),
         ("DELETE", ["faults"]) => {
             sim.world().faults = Default::default();
@@ -215,6 +216,21 @@ fn inbox(sim: &Arc<Sim>, phone: &str) -> Result<Reply, Reply> {
     Ok(ok(
         serde_json::to_value(&account.inbox).unwrap_or(Value::Null)
     ))
+}
+
+#[derive(Deserialize)]
+struct Send {
+    to: String,
+    text: String,
+}
+
+async fn send(sim: &Arc<Sim>, phone: &str, body: &[u8]) -> Result<Reply, Reply> {
+    let req: Send = parse(body)?;
+    match crate::phone::send_text(sim, phone, &req.to, &req.text).await {
+        Ok(id) => Ok(ok(json!({ "id": id }))),
+        Err(crate::phone::SendError::NotFound(m)) => Err(error(404, "not_found", m)),
+        Err(crate::phone::SendError::Failed(m)) => Err(error(500, "internal", m)),
+    }
 }
 
 #[derive(Deserialize)]

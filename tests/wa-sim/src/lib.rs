@@ -45,6 +45,7 @@ mod messages;
 mod nodes;
 mod noise;
 mod pairing;
+mod phone;
 mod presence;
 mod server;
 mod signal;

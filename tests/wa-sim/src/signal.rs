@@ -12,8 +12,9 @@ use wacore::libsignal::protocol::{
     PreKeyId, PreKeyRecord, PreKeySignalMessage, PreKeyStore, ProtocolAddress, PublicKey,
     SenderKeyDistributionMessage, SenderKeyName, SenderKeyRecord, SenderKeyStore, SessionRecord,
     SessionStore, SignalMessage, SignalProtocolError, SignedPreKeyId, SignedPreKeyRecord,
-    SignedPreKeyStore, Timestamp, UsePQRatchet, group_decrypt, message_decrypt, message_encrypt,
-    process_prekey_bundle, process_sender_key_distribution_message,
+    SignedPreKeyStore, Timestamp, UsePQRatchet, create_sender_key_distribution_message,
+    group_decrypt, group_encrypt, message_decrypt, message_encrypt, process_prekey_bundle,
+    process_sender_key_distribution_message,
 };
 
 type SignalResult<T> = Result<T, SignalProtocolError>;
@@ -380,6 +381,46 @@ impl SignalEndpoint {
         process_sender_key_distribution_message(&name, &message, &mut self.sender_keys)
             .await
             .map_err(|e| e.to_string())
+    }
+
+    pub fn has_session(&self, peer: &ProtocolAddress) -> bool {
+        self.sessions.0.contains_key(&peer.to_string())
+    }
+
+    /// This endpoint's sender-key distribution message for `group` (created on first use).
+    pub async fn sender_key_distribution(
+        &mut self,
+        group: &str,
+        own_name: &str,
+    ) -> Result<Vec<u8>, String> {
+        let name = SenderKeyName::new(group.to_string(), own_name.to_string());
+        create_sender_key_distribution_message(
+            &name,
+            &mut self.sender_keys,
+            &mut rand::make_rng::<rand::rngs::StdRng>(),
+        )
+        .await
+        .map(|m| m.serialized().to_vec())
+        .map_err(|e| e.to_string())
+    }
+
+    /// Encrypts a padded plaintext with this endpoint's sender key for `group`.
+    pub async fn group_encrypt(
+        &mut self,
+        group: &str,
+        own_name: &str,
+        padded: &[u8],
+    ) -> Result<Vec<u8>, String> {
+        let name = SenderKeyName::new(group.to_string(), own_name.to_string());
+        group_encrypt(
+            &mut self.sender_keys,
+            &name,
+            padded,
+            &mut rand::make_rng::<rand::rngs::StdRng>(),
+        )
+        .await
+        .map(|m| m.serialized().to_vec())
+        .map_err(|e| e.to_string())
     }
 
     /// Decrypts a group `skmsg` from `sender`; returns the padded plaintext.

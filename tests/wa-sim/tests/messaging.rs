@@ -187,3 +187,94 @@ async fn relinked_account_receives_on_its_new_device() {
     bob2.handle.shutdown().await;
     sim.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sim_only_user_sends_to_a_client_and_a_group() {
+    use whatsapp_rust::wacore::iq::groups::{GroupCreateOptions, GroupParticipantOptions};
+
+    let sim = start_sim().await;
+    let sim_user = "6289900000055";
+    let (status, _) = post(
+        &sim,
+        "/accounts",
+        serde_json::json!({"phone_number": sim_user, "push_name": "Sam"}),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let (alice, alice_phone) = pair_by_qr(&sim, Some("alice"), None).await;
+    let (bob, bob_phone) = pair_by_qr(&sim, Some("bob"), None).await;
+
+    let (status, reply) = post(
+        &sim,
+        &format!("/accounts/{sim_user}/send"),
+        serde_json::json!({"to": alice_phone, "text": "ping from sam"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{reply}");
+    let (sender, _) = wait_text(&alice.events, "ping from sam").await;
+    assert!(sender.starts_with(sim_user), "{sender}");
+    // A second message reuses the session.
+    let (status, _) = post(
+        &sim,
+        &format!("/accounts/{sim_user}/send"),
+        serde_json::json!({"to": format!("{alice_phone}@s.whatsapp.net"), "text": "again"}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    wait_text(&alice.events, "again").await;
+    // Alice answers; Sam's phone decrypts it on the established session.
+    alice
+        .handle
+        .client()
+        .send_text(pn_jid(sim_user), "pong")
+        .await
+        .unwrap();
+    wait_inbox(&sim, sim_user, "pong").await;
+
+    let group = alice
+        .handle
+        .client()
+        .groups()
+        .create_group(
+            GroupCreateOptions::builder()
+                .subject("With Sam")
+                .participants(vec![
+                    GroupParticipantOptions::new(pn_jid(&bob_phone)),
+                    GroupParticipantOptions::new(pn_jid(sim_user)),
+                ])
+                .build(),
+        )
+        .await
+        .unwrap();
+    let gid = group.metadata.id.to_string();
+    let (status, reply) = post(
+        &sim,
+        &format!("/accounts/{sim_user}/send"),
+        serde_json::json!({"to": gid, "text": "hello group"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{reply}");
+    let (sender, chat) = wait_text(&bob.events, "hello group").await;
+    assert!(sender.starts_with(sim_user), "{sender}");
+    assert_eq!(chat, gid);
+    wait_text(&alice.events, "hello group").await;
+    let (status, _) = post(
+        &sim,
+        &format!("/accounts/{sim_user}/send"),
+        serde_json::json!({"to": gid, "text": "second group"}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    wait_text(&bob.events, "second group").await;
+
+    let (status, _) = post(
+        &sim,
+        "/accounts/6289900000099/send",
+        serde_json::json!({"to": alice_phone, "text": "x"}),
+    )
+    .await;
+    assert_eq!(status, 404);
+    alice.handle.shutdown().await;
+    bob.handle.shutdown().await;
+    sim.shutdown().await;
+}
