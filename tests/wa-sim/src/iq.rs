@@ -112,7 +112,9 @@ fn passive(ctx: &Ctx, node: &Node, first: &str) -> bool {
                 }
             };
             let count = queued.len();
-            for stanza in queued {
+            for mut stanza in queued {
+                // Stanzas held while the device was away are marked as offline deliveries.
+                stanza.attrs.insert("offline", "1");
                 ctx.send(stanza);
             }
             ctx.send(

@@ -28,6 +28,7 @@
 //! | `POST /control/accounts` `{"phone_number"?, "push_name"?}` | 201 `{"phone_number","jid","push_name"}`: a sim-only user; 409 if it exists |
 //! | `GET /control/accounts/{phone}` | `{"phone_number","lid","push_name","sim_only","devices":[{"device","jid","connected"}]}` |
 //! | `POST /control/accounts/{phone}/unlink` `{"device"?}` | `{"unlinked":[..]}`; live sockets get `<stream:error code="401"><conflict type="device_removed"/>` |
+//! | `POST /control/accounts/{phone}/send` `{"to","text"}` | `{"id"}`: that account's phone sends a text to a number/JID or a group it is in |
 //! | `GET /control/accounts/{phone}/messages` | `[{"from","chat","id","text","t"}]` received and decrypted by that account's phone (device 0) |
 //! | `POST /control/faults` | `{"kind":"drop_socket","phone_number","device"?}`, `{"kind":"stall","duration_ms","phone_number"?}`, `{"kind":"iq_error","xmlns","code","text"?,"count"?}`, `{"kind":"stream_error","phone_number","device"?,"error":"conflict"\|"replaced"\|"device_removed"\|"<code>"}` -> `{"success":true,"affected"?}` |
 //! | `DELETE /control/faults` | clears every fault |

@@ -278,3 +278,30 @@ async fn sim_only_user_sends_to_a_client_and_a_group() {
     bob.handle.shutdown().await;
     sim.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn messages_to_an_offline_device_arrive_at_next_login() {
+    use std::time::Duration;
+
+    let sim = start_sim().await;
+    let (alice, _) = pair_by_qr(&sim, Some("alice"), None).await;
+    let (bob, bob_phone) = pair_by_qr(&sim, Some("bob"), None).await;
+    let backend = bob.backend.clone();
+    bob.handle.shutdown().await;
+    eventually(Duration::from_secs(10), "bob to go offline", || async {
+        let (_, account) = get(&sim, &format!("/accounts/{bob_phone}")).await;
+        account["devices"][0]["connected"] == false
+    })
+    .await;
+    alice
+        .handle
+        .client()
+        .send_text(pn_jid(&bob_phone), "while you were away")
+        .await
+        .unwrap();
+    let bob = spawn_client(&sim, backend, Some("bob")).await;
+    wait_text(&bob.events, "while you were away").await;
+    alice.handle.shutdown().await;
+    bob.handle.shutdown().await;
+    sim.shutdown().await;
+}
