@@ -55,6 +55,12 @@ pub fn on_presence(ctx: &Ctx, node: &Node) {
     };
     let kind = attr(node, "type").unwrap_or_else(|| "available".into());
     let mut world = ctx.sim.world();
+    // The name a client announces is the account's push name from now on.
+    if let Some(name) = attr(node, "name").filter(|n| !n.is_empty())
+        && let Some(account) = world.accounts.get_mut(&phone)
+    {
+        account.push_name = name;
+    }
     match (kind.as_str(), attr(node, "to")) {
         ("subscribe", Some(to)) => {
             let Some(target) =

@@ -199,6 +199,26 @@ async fn stall_fault_holds_replies() {
     sim.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn push_name_and_app_state_patches_are_accepted() {
+    let sim = start_sim().await;
+    let (client, phone) = pair_by_qr(&sim, Some("lena"), None).await;
+    let c = client.handle.client();
+    c.profile().set_push_name("Lena B").await.unwrap();
+    eventually(Duration::from_secs(10), "the new push name", || async {
+        get(&sim, &format!("/accounts/{phone}")).await.1["push_name"] == "Lena B"
+    })
+    .await;
+    c.chat_actions()
+        .archive_chat(&pn_jid("6289900000001"), None)
+        .await
+        .unwrap();
+    c.profile().set_status_text("busy").await.unwrap();
+    assert_eq!(stats(&sim).await["unknown_iqs"], 0);
+    client.handle.shutdown().await;
+    sim.shutdown().await;
+}
+
 /// Slow; run by hand: stays connected across several keepalive rounds.
 #[tokio::test(flavor = "multi_thread")]
 #[ignore]
