@@ -16,6 +16,7 @@ use wacore_noise::NoiseCipher;
 use wacore_noise::framing::{FrameDecoder, encode_frame};
 
 use crate::nodes::{attr, show};
+use crate::noise::{HelloAnswer, Pattern};
 use crate::signal::now_secs;
 use crate::world::{ConnEntry, ConnState, DeviceKeys, Outbound, Registration, Sim};
 
@@ -140,12 +141,20 @@ where
 
     let handshake = async {
         let hello = reader.next_frame().await.ok_or("closed before hello")?;
-        let (server_hello, awaiting) =
-            crate::noise::answer_hello(&sim.server, &hello).map_err(|e| e.to_string())?;
+        let answer = crate::noise::answer_hello(&sim.server, &hello, sim.accept_ik)
+            .map_err(|e| e.to_string())?;
+        let (server_hello, next) = match answer {
+            HelloAnswer::Continue(reply, awaiting) => (reply, Ok(awaiting)),
+            HelloAnswer::Done(reply, established) => (reply, Err(established)),
+        };
         let frame = encode_frame(&server_hello, None).map_err(|e| e.to_string())?;
         sink.send(Message::binary(frame))
             .await
             .map_err(|e| e.to_string())?;
+        let awaiting = match next {
+            Ok(awaiting) => awaiting,
+            Err(established) => return Ok((*established, Pattern::Ik)),
+        };
         let pattern = awaiting.pattern;
         let finish = reader.next_frame().await.ok_or("closed before finish")?;
         crate::noise::finish(awaiting, &finish)

@@ -71,6 +71,9 @@ pub struct SimConfig {
     /// Whether the simulated primary phone shares its app-state key with new companions
     /// (ends the client's 10 s key-share wait after pairing).
     pub key_share: bool,
+    /// Accept IK hellos made with the current server key in one round trip, like the real
+    /// server. Off by default: reconnecting clients are answered with XXfallback.
+    pub accept_ik: bool,
 }
 
 impl Default for SimConfig {
@@ -80,6 +83,7 @@ impl Default for SimConfig {
             qr_refs: 6,
             restart_delay: Duration::from_millis(300),
             key_share: true,
+            accept_ik: false,
         }
     }
 }
@@ -140,6 +144,7 @@ pub async fn start(config: SimConfig) -> std::io::Result<SimHandle> {
         config.restart_delay,
         config.qr_refs.max(1),
         config.key_share,
+        config.accept_ik,
     ));
     let (shutdown, shutdown_rx) = watch::channel(false);
     let task = tokio::spawn(server::run(sim, listener, shutdown_rx));

@@ -214,16 +214,18 @@ pub struct Sim {
     pub restart_delay: Duration,
     pub qr_refs: usize,
     pub key_share: bool,
+    pub accept_ik: bool,
     world: Mutex<World>,
 }
 
 impl Sim {
-    pub fn new(restart_delay: Duration, qr_refs: usize, key_share: bool) -> Self {
+    pub fn new(restart_delay: Duration, qr_refs: usize, key_share: bool, accept_ik: bool) -> Self {
         Self {
             server: ServerIdentity::generate(),
             restart_delay,
             qr_refs,
             key_share,
+            accept_ik,
             world: Mutex::new(World {
                 accounts: BTreeMap::new(),
                 lids: HashMap::new(),

@@ -149,3 +149,30 @@ async fn restarted_client_logs_in_again_without_pairing() {
     again.handle.shutdown().await;
     sim.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ik_reconnect_is_accepted_when_enabled() {
+    init_logging();
+    let sim = wa_sim::start(wa_sim::SimConfig {
+        accept_ik: true,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let (client, _) = pair_by_qr(&sim, Some("ike"), None).await;
+    let backend = client.backend.clone();
+    client.handle.shutdown().await;
+    let before = stats(&sim).await["connections"].as_u64().unwrap();
+    let again = spawn_client(&sim, backend, Some("ike")).await;
+    wait_connected(&again.events, Duration::from_secs(30)).await;
+    let stats = stats(&sim).await;
+    // One connection, one handshake: the IK hello was accepted as is.
+    assert_eq!(
+        stats["connections"].as_u64().unwrap(),
+        before + 1,
+        "{stats}"
+    );
+    assert_eq!(stats["logins"], 2, "{stats}");
+    again.handle.shutdown().await;
+    sim.shutdown().await;
+}
