@@ -226,6 +226,19 @@ where
             crate::presence::broadcast(&mut world, &phone);
         }
         world.pending_codes.retain(|p| p.conn_id != conn_id);
+        // A pairing that never got its pair-device-sign leaves no device behind.
+        let abandoned: Vec<(String, u16)> = world
+            .pending_pairs
+            .values()
+            .filter(|p| p.conn_id == conn_id)
+            .map(|p| (p.phone.clone(), p.device))
+            .collect();
+        world.pending_pairs.retain(|_, p| p.conn_id != conn_id);
+        for (phone, device) in abandoned {
+            if let Some(account) = world.accounts.get_mut(&phone) {
+                account.devices.remove(&device);
+            }
+        }
         world.stats.active_connections = world.stats.active_connections.saturating_sub(1);
     }
     let _ = kill_tx.send(true);

@@ -14,6 +14,9 @@ struct Args {
     /// Do not send the primary phone's app-state key share to new companions.
     #[arg(long)]
     no_key_share: bool,
+    /// Accept IK reconnects in one round trip instead of answering with XXfallback.
+    #[arg(long)]
+    accept_ik: bool,
 }
 
 #[tokio::main]
@@ -29,6 +32,7 @@ async fn main() -> std::process::ExitCode {
     let config = wa_sim::SimConfig {
         listen: args.listen,
         key_share: !args.no_key_share,
+        accept_ik: args.accept_ik,
         ..Default::default()
     };
     let handle = match wa_sim::start(config).await {

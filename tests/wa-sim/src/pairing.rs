@@ -266,8 +266,10 @@ pub fn link_device(
             device: device_id,
         },
     );
-    if let Some(conn) = world.conns.get(&conn_id) {
+    if let Some(conn) = world.conns.get_mut(&conn_id) {
         conn.send(node);
+        // One pairing per connection: a second scan of the same QR finds nothing.
+        conn.state = ConnState::Closing;
     }
     tracing::info!(phone = %phone, device = device_id, "pair-success sent");
     Ok(linked)
