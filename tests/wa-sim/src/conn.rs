@@ -152,7 +152,7 @@ where
             .await
             .map_err(|e| e.to_string())?;
         let awaiting = match next {
-            Ok(awaiting) => awaiting,
+            Ok(awaiting) => *awaiting,
             Err(established) => return Ok((*established, Pattern::Ik)),
         };
         let pattern = awaiting.pattern;

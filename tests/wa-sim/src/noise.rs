@@ -68,7 +68,7 @@ pub struct Established {
 /// What to send back for a ClientHello.
 pub enum HelloAnswer {
     /// Send this ServerHello, then read the ClientFinish.
-    Continue(Vec<u8>, AwaitingFinish),
+    Continue(Vec<u8>, Box<AwaitingFinish>),
     /// IK accepted: send this ServerHello; the handshake is already complete.
     Done(Vec<u8>, Box<Established>),
 }
@@ -84,7 +84,8 @@ pub fn answer_hello(
     if accept_ik && let Some(done) = try_accept_ik(server, hello_frame)? {
         return Ok(done);
     }
-    answer_xx(server, hello_frame).map(|(reply, state)| HelloAnswer::Continue(reply, state))
+    answer_xx(server, hello_frame)
+        .map(|(reply, state)| HelloAnswer::Continue(reply, Box::new(state)))
 }
 
 /// The IK responder: `<- s` pre-message, `-> e, es, s, ss` + payload, `<- e, ee, se` + cert.
