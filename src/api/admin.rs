@@ -1,6 +1,7 @@
 //! `/admin`: the live actor tree, one actor with its state, restarting an actor, and a
 //! session's persisted snapshot (contract: `admin.md`). Admin token only.
 
+use warp::filters::BoxedFilter;
 use warp::http::StatusCode;
 use warp::{Filter, Rejection, Reply};
 
@@ -8,7 +9,7 @@ use super::errors::OrReject;
 use super::{Ctx, admin_auth, json_status, session_id, with_ctx};
 use wagate_actors::GatewayError;
 
-pub fn routes(ctx: Ctx) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
+pub fn routes(ctx: Ctx) -> BoxedFilter<(warp::reply::Response,)> {
     let auth = admin_auth(ctx.clone());
     let tree = warp::path!("admin" / "actors")
         .and(warp::get())
@@ -42,7 +43,7 @@ pub fn routes(ctx: Ctx) -> impl Filter<Extract = (impl Reply,), Error = Rejectio
         .and_then(crash));
     #[cfg(not(feature = "test-server"))]
     let _ = (auth, ctx);
-    routes
+    routes.map(Reply::into_response).boxed()
 }
 
 fn actor_name(raw: &str) -> String {

@@ -3,6 +3,7 @@
 //! actor from its cache; invite operations by its invites actor.
 
 use serde::Deserialize;
+use warp::filters::BoxedFilter;
 use warp::{Filter, Rejection, Reply};
 
 use super::errors::{ApiError, OrReject};
@@ -66,7 +67,7 @@ pub struct Settings {
 /// At most this many participants per request (WhatsApp's own group size limit).
 const MAX_PARTICIPANTS: usize = 1024;
 
-pub fn routes(ctx: Ctx) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
+pub fn routes(ctx: Ctx) -> BoxedFilter<(warp::reply::Response,)> {
     let limit = ctx.body_limit;
     let auth = api_auth(ctx.clone());
     let c = move || with_ctx(ctx.clone());
@@ -174,6 +175,7 @@ pub fn routes(ctx: Ctx) -> impl Filter<Extract = (impl Reply,), Error = Rejectio
         .or(demote)
         .or(invite_link)
         .or(settings)
+        .map(Reply::into_response)
         .boxed()
 }
 

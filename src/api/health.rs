@@ -2,12 +2,13 @@
 //! (Prometheus text, admin token).
 
 use std::fmt::Write;
+use warp::filters::BoxedFilter;
 use warp::http::StatusCode;
-use warp::{Filter, Rejection, Reply};
+use warp::{Filter, Reply};
 
 use super::{Ctx, admin_auth, json_status, with_ctx};
 
-pub fn routes(ctx: Ctx) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
+pub fn routes(ctx: Ctx) -> BoxedFilter<(warp::reply::Response,)> {
     let health = warp::path!("health")
         .and(warp::get())
         .map(|| warp::reply::json(&serde_json::json!({"status": "ok"})));
@@ -29,7 +30,11 @@ pub fn routes(ctx: Ctx) -> impl Filter<Extract = (impl Reply,), Error = Rejectio
         .and(admin_auth(ctx.clone()))
         .and(with_ctx(ctx))
         .then(metrics);
-    health.or(ready).or(metrics)
+    health
+        .or(ready)
+        .or(metrics)
+        .map(Reply::into_response)
+        .boxed()
 }
 
 async fn metrics(ctx: Ctx) -> impl Reply {

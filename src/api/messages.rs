@@ -1,6 +1,7 @@
 //! `/sessions/{id}/messages`: sending text to a user or a group (contract: `messages.md`).
 
 use serde::Deserialize;
+use warp::filters::BoxedFilter;
 use warp::{Filter, Rejection, Reply};
 
 use super::errors::{ApiError, OrReject};
@@ -19,13 +20,15 @@ pub struct SendText {
     pub quoted_id: Option<String>,
 }
 
-pub fn routes(ctx: Ctx) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
+pub fn routes(ctx: Ctx) -> BoxedFilter<(warp::reply::Response,)> {
     warp::path!("sessions" / String / "messages" / "text")
         .and(warp::post())
         .and(api_auth(ctx.clone()))
         .and(json_body::<SendText>(ctx.body_limit))
         .and(with_ctx(ctx))
         .and_then(send_text)
+        .map(Reply::into_response)
+        .boxed()
 }
 
 async fn send_text(session: String, body: SendText, ctx: Ctx) -> Result<impl Reply, Rejection> {

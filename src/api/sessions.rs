@@ -1,6 +1,7 @@
 //! `/sessions`: create, list, inspect, connect, disconnect, log out, pair (QR or code) and
 //! delete sessions (contract: `sessions.md`).
 
+use warp::filters::BoxedFilter;
 use warp::http::StatusCode;
 use warp::{Filter, Rejection, Reply};
 
@@ -9,7 +10,7 @@ use super::models::{CreateSession, PairRequest, QrQuery, json_body};
 use super::{Ctx, api_auth, json_status, qr, session_id, with_ctx};
 use wagate_actors::model::{SessionId, normalize_phone};
 
-pub fn routes(ctx: Ctx) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
+pub fn routes(ctx: Ctx) -> BoxedFilter<(warp::reply::Response,)> {
     let limit = ctx.body_limit;
     let auth = api_auth(ctx.clone());
     let create = warp::path!("sessions")
@@ -81,6 +82,8 @@ pub fn routes(ctx: Ctx) -> impl Filter<Extract = (impl Reply,), Error = Rejectio
         .or(qr)
         .or(pair)
         .or(device)
+        .map(Reply::into_response)
+        .boxed()
 }
 
 fn success() -> warp::reply::Json {
