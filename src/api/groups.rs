@@ -261,6 +261,11 @@ async fn get(
     q: RefreshQuery,
     ctx: Ctx,
 ) -> Result<impl Reply, Rejection> {
+    // `invite-info` is its own route; a rejection there falls through to this one, which must
+    // not answer for it.
+    if group == "invite-info" {
+        return Err(warp::reject::not_found());
+    }
     let g = fetch(&session, &group, q, &ctx).await?;
     Ok(warp::reply::json(&GroupView {
         participant_count: g.participants.len(),
