@@ -46,12 +46,14 @@ async fn send_text(session: String, body: SendText, ctx: Ctx) -> Result<impl Rep
             ApiError::validation("text", format!("must be 1-{MAX_TEXT_CHARS} characters")).reject(),
         );
     }
-    if body
-        .quoted_id
-        .as_ref()
-        .is_some_and(|q| q.is_empty() || q.len() > 128)
-    {
-        return Err(ApiError::validation("quoted_id", "must be a message id").reject());
+    if body.quoted_id.is_some() {
+        // A quote needs the quoted message's sender and content, which wagate does not store
+        // yet; sending the text without the quote would be a silent lie.
+        return Err(ApiError::validation(
+            "quoted_id",
+            "quoting is not supported yet; send the text without quoted_id",
+        )
+        .reject());
     }
     let sent = ctx
         .gateway
