@@ -433,7 +433,13 @@ async fn texts_reach_group_members_and_users_decrypted_by_their_own_keys() {
     .await;
     assert!(got, "the user received and decrypted the text");
 
-    // Bad input never reaches WhatsApp.
+    // Bad input never reaches WhatsApp; quoting is refused rather than silently dropped.
+    api.post_json(
+        "/sessions/a/messages/text",
+        &json!({"to": b, "text": "re", "quoted_id": id}),
+    )
+    .await
+    .expect_error(400, "validation");
     api.post_json("/sessions/a/messages/text", &json!({"to": gid, "text": ""}))
         .await
         .expect_error(400, "validation");

@@ -163,6 +163,7 @@ async fn qr_pairing_logs_in_with_the_clients_real_codes() {
 
     let session = api.get("/sessions/qr").await.expect(200);
     assert_eq!(session["phone_number"], "6281230000001");
+    assert_eq!(session["push_name"], "Alice");
     assert_eq!(session["is_logged_in"], true);
     assert!(session["last_connected_at"].as_i64().unwrap() > 0);
     let device = api.get("/sessions/qr/device").await.expect(200);

@@ -207,6 +207,10 @@ pub fn link_device(
         .get_mut(&phone)
         .ok_or_else(|| LinkError::NotFound("account vanished".into()))?;
     account.sim_only = false;
+    // The account's display name reaches the companion the way a business name does: the
+    // client adopts a non-empty `<biz name>` as its push name (real phones sync it through
+    // app state, which the simulator keeps empty).
+    let display_name = account.push_name.clone();
     let device_id = account.next_device;
     account.next_device += 1;
     let key_index = account.next_key_index;
@@ -248,14 +252,25 @@ pub fn link_device(
         .attr("xmlns", "md")
         .attr("t", now_secs().to_string())
         .children([NodeBuilder::new("pair-success")
-            .children([
-                bytes_node("device-identity", blob),
-                NodeBuilder::new("device")
-                    .attr("jid", linked.jid.clone())
-                    .attr("lid", linked.lid.clone())
-                    .build(),
-                NodeBuilder::new("platform").attr("name", "android").build(),
-            ])
+            .children(
+                [
+                    Some(bytes_node("device-identity", blob)),
+                    Some(
+                        NodeBuilder::new("device")
+                            .attr("jid", linked.jid.clone())
+                            .attr("lid", linked.lid.clone())
+                            .build(),
+                    ),
+                    Some(NodeBuilder::new("platform").attr("name", "android").build()),
+                    (!display_name.is_empty()).then(|| {
+                        NodeBuilder::new("biz")
+                            .attr("name", display_name.clone())
+                            .build()
+                    }),
+                ]
+                .into_iter()
+                .flatten(),
+            )
             .build()])
         .build();
     world.pending_pairs.insert(
