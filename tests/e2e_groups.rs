@@ -4,75 +4,12 @@
 
 mod common;
 
+use common::sim::Sim;
 use common::*;
 use serde_json::{Value, json};
 use std::time::Duration;
 
 const PAIRING: Duration = Duration::from_secs(60);
-
-struct Sim {
-    handle: wa_sim::SimHandle,
-    http: reqwest::Client,
-}
-
-impl Sim {
-    async fn start() -> Sim {
-        let handle = wa_sim::start(wa_sim::SimConfig::default())
-            .await
-            .expect("start wa-sim");
-        Sim {
-            handle,
-            http: reqwest::Client::builder().no_proxy().build().unwrap(),
-        }
-    }
-
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
-        let mut rb = self
-            .http
-            .request(method, format!("{}{path}", self.handle.control_url()));
-        if let Some(body) = body {
-            rb = rb.json(&body);
-        }
-        let resp = rb.send().await.expect("sim control request");
-        let status = resp.status().as_u16();
-        let text = resp.text().await.unwrap_or_default();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
-    }
-
-    async fn post(&self, path: &str, body: Value) -> Value {
-        let (status, reply) = self.call(reqwest::Method::POST, path, Some(body)).await;
-        assert!((200..300).contains(&status), "{path}: {status} {reply}");
-        reply
-    }
-
-    async fn get(&self, path: &str) -> Value {
-        let (status, reply) = self.call(reqwest::Method::GET, path, None).await;
-        assert_eq!(status, 200, "{path}: {reply}");
-        reply
-    }
-
-    async fn group(&self, jid: &str) -> Value {
-        self.get(&format!("/groups/{jid}")).await
-    }
-
-    async fn stats(&self) -> Value {
-        self.get("/stats").await
-    }
-
-    /// A user that exists only inside the simulator, with real Signal keys.
-    async fn user(&self, phone: &str) -> String {
-        let reply = self
-            .post(
-                "/accounts",
-                json!({"phone_number": phone, "push_name": phone}),
-            )
-            .await;
-        reply["jid"].as_str().unwrap().to_string()
-    }
-}
 
 fn user(phone: &str) -> String {
     format!("{phone}@s.whatsapp.net")
@@ -89,7 +26,7 @@ async fn pair(server: &TestServer, sim: &Sim, id: &str, phone: &str) {
     })
     .await
     .expect("a QR code");
-    sim.post(
+    sim.post_ok(
         "/scan-qr",
         json!({"qr": qr["qr_codes"][0], "phone_number": phone, "push_name": id}),
     )
@@ -117,10 +54,7 @@ fn keys(v: &Value) -> Vec<String> {
 
 async fn setup() -> (Sim, TestServer) {
     let sim = Sim::start().await;
-    let server = TestServer::builder()
-        .whatsapp_url(sim.handle.ws_url())
-        .start()
-        .await;
+    let server = TestServer::builder().whatsapp_url(sim.url()).start().await;
     pair(&server, &sim, "a", "6285500000001").await;
     (sim, server)
 }
@@ -403,7 +337,7 @@ async fn texts_reach_group_members_and_users_decrypted_by_their_own_keys() {
     let id = sent["message_id"].as_str().unwrap().to_string();
     for phone in ["6285500000012", "6285500000013"] {
         let got = wait_until(Duration::from_secs(20), || async {
-            sim.get(&format!("/accounts/{phone}/messages"))
+            sim.get_ok(&format!("/accounts/{phone}/messages"))
                 .await
                 .as_array()
                 .is_some_and(|m| {
@@ -425,7 +359,7 @@ async fn texts_reach_group_members_and_users_decrypted_by_their_own_keys() {
         .expect(200);
     let id = sent["message_id"].as_str().unwrap().to_string();
     let got = wait_until(Duration::from_secs(20), || async {
-        sim.get("/accounts/6285500000012/messages")
+        sim.get_ok("/accounts/6285500000012/messages")
             .await
             .as_array()
             .is_some_and(|m| m.iter().any(|m| m["id"] == id && m["text"] == "Hi B"))
@@ -820,7 +754,7 @@ async fn bad_input_and_whatsapp_errors_map_to_the_contract() {
     api.get("/sessions/offline/groups")
         .await
         .expect_error(409, "not_logged_in");
-    sim.post(
+    sim.post_ok(
         "/faults",
         json!({"kind": "iq_error", "xmlns": "w:g2", "code": 429, "text": "rate-overlimit", "count": 1}),
     )
@@ -831,7 +765,7 @@ async fn bad_input_and_whatsapp_errors_map_to_the_contract() {
         limited.headers.get("retry-after").is_some(),
         "Retry-After is sent"
     );
-    sim.post(
+    sim.post_ok(
         "/faults",
         json!({"kind": "iq_error", "xmlns": "w:g2", "code": 500, "text": "internal-server-error", "count": 1}),
     )

@@ -5,61 +5,13 @@
 
 mod common;
 
+use common::sim::Sim;
 use common::*;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
 /// Fresh pairings wait for the phone's app-state keys; logins are quick.
 const PAIRING: Duration = Duration::from_secs(60);
-
-struct Sim {
-    handle: wa_sim::SimHandle,
-    http: reqwest::Client,
-}
-
-impl Sim {
-    async fn start() -> Sim {
-        let handle = wa_sim::start(wa_sim::SimConfig::default())
-            .await
-            .expect("start wa-sim");
-        Sim {
-            handle,
-            http: reqwest::Client::builder().no_proxy().build().unwrap(),
-        }
-    }
-
-    fn url(&self) -> String {
-        self.handle.ws_url()
-    }
-
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
-        let mut rb = self
-            .http
-            .request(method, format!("{}{path}", self.handle.control_url()));
-        if let Some(body) = body {
-            rb = rb.json(&body);
-        }
-        let resp = rb.send().await.expect("sim control request");
-        let status = resp.status().as_u16();
-        let text = resp.text().await.unwrap_or_default();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
-    }
-
-    async fn post(&self, path: &str, body: Value) -> (u16, Value) {
-        self.call(reqwest::Method::POST, path, Some(body)).await
-    }
-
-    async fn get(&self, path: &str) -> (u16, Value) {
-        self.call(reqwest::Method::GET, path, None).await
-    }
-
-    async fn stats(&self) -> Value {
-        self.get("/stats").await.1
-    }
-}
 
 async fn gateway(sim: &Sim) -> TestServer {
     TestServer::builder().whatsapp_url(sim.url()).start().await

@@ -6,6 +6,8 @@
 
 #![allow(dead_code)]
 
+pub mod sim;
+
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::io::{BufRead, BufReader, Read};
