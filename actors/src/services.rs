@@ -3,10 +3,10 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::directory::Directory;
-use crate::settings::Settings;
+use crate::settings::{Settings, backoff};
 use crate::store::Store;
 use crate::whatsapp::ClientSlots;
 
@@ -31,23 +31,29 @@ pub struct Intensity {
 }
 
 impl Intensity {
-    /// Records one failure; returns true while the session stays within its intensity.
-    pub fn record(&self, session: &str, settings: &Settings) -> bool {
+    /// Records one failure. While the session stays within its intensity, returns how long to
+    /// wait before the restart (exponential in the failures of the window); `None` once the
+    /// intensity is exceeded.
+    pub fn record(&self, session: &str, settings: &Settings) -> Option<Duration> {
         let now = Instant::now();
-        let period = settings.supervision.restart_period;
+        let sup = &settings.supervision;
         let mut map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
         let log = map.entry(session.to_owned()).or_default();
-        while log.front().is_some_and(|t| now.duration_since(*t) > period) {
+        while log
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > sup.restart_period)
+        {
             log.pop_front();
         }
         log.push_back(now);
-        log.len() <= settings.supervision.max_restarts as usize
-    }
-
-    /// How many failures are in the current window (drives restart backoff).
-    pub fn recent(&self, session: &str) -> u32 {
-        let map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        map.get(session).map(|l| l.len() as u32).unwrap_or(0)
+        let recent = log.len() as u32;
+        (recent <= sup.max_restarts).then(|| {
+            backoff(
+                recent.saturating_sub(1),
+                sup.restart_backoff_min,
+                sup.restart_backoff_max,
+            )
+        })
     }
 
     pub fn clear(&self, session: &str) {

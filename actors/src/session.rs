@@ -24,7 +24,6 @@ use crate::model::{
     SessionView, StatusView, UserJid,
 };
 use crate::services::Shared;
-use crate::settings::backoff;
 use crate::whatsapp::{self, Connection, DriverExit, WaEvent};
 
 /// How long a pair code stays valid on WhatsApp's side.
@@ -816,18 +815,11 @@ impl Actor for SessionActor {
                 let reason = err.to_string();
                 tracing::warn!(actor = %child, %reason, "actor failed");
                 state.services.directory.failed_restarting(&child, &reason);
-                if state
+                if let Some(delay) = state
                     .services
                     .intensity
                     .record(state.id.as_str(), &state.services.settings)
                 {
-                    let sup = &state.services.settings.supervision;
-                    let recent = state.services.intensity.recent(state.id.as_str());
-                    let delay = backoff(
-                        recent.saturating_sub(1),
-                        sup.restart_backoff_min,
-                        sup.restart_backoff_max,
-                    );
                     myself.send_after(delay, move || SessionMsg::RestartChild(kind));
                 } else {
                     state.park_failed(&myself, &reason).await;

@@ -192,13 +192,9 @@ impl Actor for Supervisor {
                 tracing::warn!(actor = %name, %reason, "actor failed");
                 state.services.directory.failed_restarting(&name, &reason);
                 let services = &state.services;
-                let within = services.intensity.record(id.as_str(), &services.settings);
-                let sup = &services.settings.supervision;
-                let delay = backoff(
-                    services.intensity.recent(id.as_str()).saturating_sub(1),
-                    sup.restart_backoff_min,
-                    sup.restart_backoff_max,
-                );
+                let restart = services.intensity.record(id.as_str(), &services.settings);
+                let within = restart.is_some();
+                let delay = restart.unwrap_or(services.settings.supervision.restart_backoff_min);
                 if !within {
                     tracing::error!(session = %id, "restart intensity exceeded; parking the session as failed");
                 }
