@@ -350,3 +350,44 @@ async fn a_stalled_server_answers_504_in_time_and_the_actor_stays_responsive() {
     );
     sim.call(reqwest::Method::DELETE, "/faults", None).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_crashing_session_never_runs_two_clients_and_logs_back_in() {
+    let sim = Sim::start().await;
+    let server = gateway(&sim).await;
+    pair_by_qr(&server, &sim, "crashy", "6281230000061", "Crashy").await;
+    let before = sim.stats().await;
+    assert_eq!(before["active_connections"], 1, "{before}");
+    let mut logins = before["logins"].as_u64().unwrap();
+    for _ in 0..2 {
+        server
+            .admin()
+            .post("/admin/actors/session%3Acrashy/crash")
+            .await
+            .expect(202);
+        // While the actor restarts, WhatsApp never sees a second socket for this device.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let stats = sim.stats().await;
+            assert!(
+                stats["active_connections"].as_u64().unwrap() <= 1,
+                "two clients at once: {stats}"
+            );
+            let now = stats["logins"].as_u64().unwrap();
+            if now > logins && status_of(&server, "crashy").await == "logged_in" {
+                logins = now;
+                break;
+            }
+            assert!(Instant::now() < deadline, "never logged back in: {stats}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let after = sim.stats().await;
+    assert_eq!(after["pairings"], before["pairings"], "no new pairing");
+    let node = server
+        .admin()
+        .get("/admin/actors/session%3Acrashy")
+        .await
+        .expect(200);
+    assert!(node["restarts"].as_u64().unwrap() >= 2, "{node}");
+}
