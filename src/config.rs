@@ -197,7 +197,6 @@ impl Config {
                 reconnect_backoff_min: self.whatsapp.reconnect_backoff_min,
                 reconnect_backoff_max: self.whatsapp.reconnect_backoff_max,
                 connect_concurrency: self.whatsapp.connect_concurrency.max(1),
-                device_name: None,
             },
             supervision: SupervisionSettings {
                 max_restarts: self.supervision.max_restarts,

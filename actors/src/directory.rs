@@ -190,10 +190,6 @@ impl Directory {
         }
     }
 
-    pub fn contains(&self, name: &str) -> bool {
-        self.lock().contains_key(name)
-    }
-
     fn view(name: &str, node: &Node) -> NodeView {
         // The directory can lag a crash by a moment; the actor's own status is the truth.
         let live_stopped = node.handle.as_ref().is_some_and(|h| {

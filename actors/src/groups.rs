@@ -909,24 +909,20 @@ impl Actor for GroupsActor {
                         .map_err(|e| map_group_error(e, timeout, false))?;
                         let mut ok = Vec::new();
                         let mut out = Vec::new();
-                        for (asked, r) in participants
-                            .iter()
-                            .zip(answer.iter().map(Some).chain(std::iter::repeat(None)))
-                        {
-                            let found = answer
+                        for (i, asked) in participants.iter().enumerate() {
+                            // WhatsApp answers per JID; match by JID, else by position.
+                            let answered = answer
                                 .iter()
                                 .find(|a| a.jid.to_non_ad_string() == asked.as_str())
-                                .or(r);
-                            let status = match found {
-                                Some(r) => participant_status(action, r),
-                                None => "Failed:unknown".into(),
-                            };
-                            if found.is_some_and(|r| r.is_ok()) {
+                                .or_else(|| answer.get(i));
+                            if answered.is_some_and(|r| r.is_ok()) {
                                 ok.push(asked.as_str().to_owned());
                             }
                             out.push(ParticipantResult {
                                 jid: asked.as_str().to_owned(),
-                                status,
+                                status: answered
+                                    .map(|r| participant_status(action, r))
+                                    .unwrap_or_else(|| "Failed:unanswered".into()),
                             });
                         }
                         *results.lock().unwrap_or_else(|p| p.into_inner()) = out;

@@ -28,8 +28,6 @@ pub struct WhatsAppSettings {
     pub reconnect_backoff_max: Duration,
     /// At most this many sessions perform a connection attempt at the same time.
     pub connect_concurrency: usize,
-    /// Name shown on the phone's "linked devices" list.
-    pub device_name: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -53,35 +51,6 @@ pub struct GroupSettings {
 }
 
 impl Settings {
-    /// Defaults suited to tests: everything under `data_dir`, WhatsApp unreachable.
-    pub fn for_data_dir(data_dir: impl Into<PathBuf>) -> Self {
-        Self {
-            data_dir: data_dir.into(),
-            snapshot_interval: Duration::from_millis(500),
-            cache_capacity_bytes: 16 << 20,
-            whatsapp: WhatsAppSettings {
-                url: "ws://127.0.0.1:9/ws/chat".into(),
-                version: (2, 3000, 1_023_223_821),
-                request_timeout: Duration::from_secs(20),
-                reconnect_backoff_min: Duration::from_secs(1),
-                reconnect_backoff_max: Duration::from_secs(60),
-                connect_concurrency: 8,
-                device_name: None,
-            },
-            supervision: SupervisionSettings {
-                max_restarts: 3,
-                restart_period: Duration::from_secs(30),
-                restart_backoff_min: Duration::from_millis(100),
-                restart_backoff_max: Duration::from_secs(5),
-                call_timeout: Duration::from_secs(30),
-                shutdown_timeout: Duration::from_secs(10),
-            },
-            groups: GroupSettings {
-                refresh_interval: Duration::from_secs(300),
-            },
-        }
-    }
-
     pub fn sled_dir(&self) -> PathBuf {
         self.data_dir.join("sled")
     }

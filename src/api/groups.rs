@@ -11,7 +11,9 @@ use super::models::json_body;
 use super::{Ctx, api_auth, session_id, with_ctx};
 use wagate_actors::groups::{CachedGroup, GroupsMsg, ParticipantAction};
 use wagate_actors::invites::{InvitesMsg, invite_code};
-use wagate_actors::model::{GroupInfoView, GroupJid, GroupView, ParticipantView, UserJid};
+use wagate_actors::model::{
+    GroupInfoView, GroupJid, GroupView, ParticipantResult, ParticipantView, UserJid,
+};
 
 #[derive(Debug, Default, Deserialize)]
 pub struct RefreshQuery {
@@ -390,6 +392,29 @@ async fn leave(session: String, group: String, ctx: Ctx) -> Result<impl Reply, R
     Ok(success())
 }
 
+/// Sends one participant change to the groups actor; WhatsApp answers per participant.
+async fn change_participants(
+    session: &str,
+    group: &str,
+    body: Participants,
+    ctx: &Ctx,
+    action: ParticipantAction,
+) -> Result<Vec<ParticipantResult>, Rejection> {
+    let id = session_id(session)?;
+    let jid = group_jid(group)?;
+    let participants = user_list(&body.participants, false)?;
+    ctx.gateway
+        .groups(&id, |reply| GroupsMsg::Participants {
+            jid,
+            action,
+            participants,
+            reply,
+        })
+        .await
+        .or_reject()
+}
+
+/// Add and remove answer with each participant's result.
 async fn participants(
     session: String,
     group: String,
@@ -397,24 +422,14 @@ async fn participants(
     ctx: Ctx,
     action: ParticipantAction,
 ) -> Result<warp::reply::Json, Rejection> {
-    let id = session_id(&session)?;
-    let jid = group_jid(&group)?;
-    let participants = user_list(&body.participants, false)?;
-    let results = ctx
-        .gateway
-        .groups(&id, |reply| GroupsMsg::Participants {
-            jid,
-            action,
-            participants,
-            reply,
-        })
-        .await
-        .or_reject()?;
+    let results = change_participants(&session, &group, body, &ctx, action).await?;
     Ok(warp::reply::json(
         &serde_json::json!({ "results": results }),
     ))
 }
 
+/// Promote and demote answer `success`; a refusal for any participant fails the call, naming
+/// them.
 async fn admins(
     session: String,
     group: String,
@@ -422,20 +437,7 @@ async fn admins(
     ctx: Ctx,
     action: ParticipantAction,
 ) -> Result<warp::reply::Json, Rejection> {
-    let id = session_id(&session)?;
-    let jid = group_jid(&group)?;
-    let participants = user_list(&body.participants, false)?;
-    let results = ctx
-        .gateway
-        .groups(&id, |reply| GroupsMsg::Participants {
-            jid,
-            action,
-            participants,
-            reply,
-        })
-        .await
-        .or_reject()?;
-    // WhatsApp answers per participant; a refusal for any of them fails the call, naming them.
+    let results = change_participants(&session, &group, body, &ctx, action).await?;
     let refused: Vec<String> = results
         .iter()
         .filter(|r| !matches!(r.status.as_str(), "Promoted" | "Demoted"))
