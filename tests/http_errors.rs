@@ -65,7 +65,11 @@ async fn send_with_header(srv: &TestServer, method: Method, path: &str, value: &
 
 #[tokio::test(flavor = "multi_thread")]
 async fn missing_token_returns_401_on_every_route_family() {
-    let srv = TestServer::builder().admin_token(ADMIN_TOKEN).start().await;
+    let srv = TestServer::builder()
+        .in_process()
+        .admin_token(ADMIN_TOKEN)
+        .start()
+        .await;
     srv.create_session("a", "A").await;
     for (method, path, body) in api_routes() {
         send(&srv.anon(), method, path, body.as_ref())
@@ -88,7 +92,11 @@ async fn missing_token_returns_401_on_every_route_family() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn wrong_token_returns_401_on_every_route_family() {
-    let srv = TestServer::builder().admin_token(ADMIN_TOKEN).start().await;
+    let srv = TestServer::builder()
+        .in_process()
+        .admin_token(ADMIN_TOKEN)
+        .start()
+        .await;
     srv.create_session("a", "A").await;
     let wrong = srv.api_with_token("not-the-token");
     for (method, path, body) in api_routes() {
@@ -119,7 +127,7 @@ async fn wrong_token_returns_401_on_every_route_family() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn malformed_authorization_header_returns_401() {
-    let srv = TestServer::start().await;
+    let srv = TestServer::start_in_process().await;
     let basic = "Basic dGVzdDp0ZXN0".to_string();
     let raw = API_TOKEN.to_string();
     let token_scheme = format!("Token {API_TOKEN}");
@@ -141,7 +149,11 @@ async fn malformed_authorization_header_returns_401() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn api_token_on_admin_routes_returns_403_when_admin_token_set() {
-    let srv = TestServer::builder().admin_token(ADMIN_TOKEN).start().await;
+    let srv = TestServer::builder()
+        .in_process()
+        .admin_token(ADMIN_TOKEN)
+        .start()
+        .await;
     srv.create_session("a", "A").await;
     for (method, path) in admin_routes() {
         send(&srv.api(), method, path, None)
@@ -156,7 +168,11 @@ async fn api_token_on_admin_routes_returns_403_when_admin_token_set() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn admin_token_opens_admin_routes() {
-    let srv = TestServer::builder().admin_token(ADMIN_TOKEN).start().await;
+    let srv = TestServer::builder()
+        .in_process()
+        .admin_token(ADMIN_TOKEN)
+        .start()
+        .await;
     srv.create_session("a", "A").await;
     srv.admin().get("/admin/actors").await.expect(200);
     srv.admin()
@@ -174,21 +190,28 @@ async fn admin_token_opens_admin_routes() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn admin_token_is_not_accepted_on_non_admin_routes() {
-    let srv = TestServer::builder().admin_token(ADMIN_TOKEN).start().await;
+async fn admin_token_also_opens_every_api_route() {
+    let srv = TestServer::builder()
+        .in_process()
+        .admin_token(ADMIN_TOKEN)
+        .start()
+        .await;
     srv.create_session("a", "A").await;
     let admin = srv.api_with_token(ADMIN_TOKEN);
     for (method, path, body) in api_routes() {
-        send(&admin, method, path, body.as_ref())
-            .await
-            .expect_error(401, "unauthorized");
+        let r = send(&admin, method.clone(), path, body.as_ref()).await;
+        assert!(
+            !matches!(r.code(), 401 | 403),
+            "{method} {path} refused the admin token: {}",
+            r.text()
+        );
     }
-    assert_eq!(srv.api().get("/sessions").await.expect(200)["total"], 1);
+    assert_eq!(admin.get("/sessions").await.expect(200)["total"], 1);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn api_token_opens_admin_routes_without_admin_token() {
-    let srv = TestServer::start().await;
+    let srv = TestServer::start_in_process().await;
     srv.create_session("a", "A").await;
     srv.api().get("/admin/actors").await.expect(200);
     srv.api().get("/admin/actors/supervisor").await.expect(200);
@@ -204,7 +227,11 @@ async fn api_token_opens_admin_routes_without_admin_token() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn probes_need_no_token_even_with_tokens_configured() {
-    let srv = TestServer::builder().admin_token(ADMIN_TOKEN).start().await;
+    let srv = TestServer::builder()
+        .in_process()
+        .admin_token(ADMIN_TOKEN)
+        .start()
+        .await;
     srv.root(None).get("/health").await.expect_status(200);
     srv.wait_ready().await;
     // A wrong token on a probe is not a reason to refuse it.
@@ -216,7 +243,7 @@ async fn probes_need_no_token_even_with_tokens_configured() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn malformed_json_returns_400_invalid_json() {
-    let srv = TestServer::start().await;
+    let srv = TestServer::start_in_process().await;
     srv.create_session("a", "A").await;
     for body in [
         &b"{\"id\":"[..],
@@ -242,7 +269,7 @@ async fn malformed_json_returns_400_invalid_json() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn wrong_field_type_returns_400_validation_naming_the_field() {
-    let srv = TestServer::start().await;
+    let srv = TestServer::start_in_process().await;
     for body in [
         json!({"name": 5}),
         json!({"name": ["x"]}),
@@ -260,7 +287,7 @@ async fn wrong_field_type_returns_400_validation_naming_the_field() {
     }
     for body in [json!({"id": 5}), json!({"id": true})] {
         let r = srv.api().post_json("/sessions", &body).await;
-        r.expect_error_in(400, &["validation", "invalid_session_id"]);
+        r.expect_error(400, "validation");
         let msg = r.json()["message"].as_str().unwrap().to_string();
         assert!(
             msg.contains("id"),
@@ -272,19 +299,19 @@ async fn wrong_field_type_returns_400_validation_naming_the_field() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn non_object_json_body_returns_400() {
-    let srv = TestServer::start().await;
+    let srv = TestServer::start_in_process().await;
     for body in [json!([1, 2]), json!("a string"), json!(42)] {
         srv.api()
             .post_json("/sessions", &body)
             .await
-            .expect_error_in(400, &["validation", "invalid_json"]);
+            .expect_error(400, "validation");
     }
     assert_eq!(srv.api().get("/sessions").await.expect(200)["total"], 0);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn invalid_session_id_in_body_returns_400_invalid_session_id() {
-    let srv = TestServer::start().await;
+    let srv = TestServer::start_in_process().await;
     let too_long = "a".repeat(65);
     for id in [
         "bad id!",
@@ -307,7 +334,7 @@ async fn invalid_session_id_in_body_returns_400_invalid_session_id() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn invalid_session_id_in_path_returns_400_invalid_session_id() {
-    let srv = TestServer::start().await;
+    let srv = TestServer::start_in_process().await;
     let too_long = "b".repeat(65);
     for id in ["bad!id", too_long.as_str(), "bad%20id"] {
         srv.api()
@@ -323,7 +350,7 @@ async fn invalid_session_id_in_path_returns_400_invalid_session_id() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn unknown_route_returns_404_not_found_json() {
-    let srv = TestServer::start().await;
+    let srv = TestServer::start_in_process().await;
     srv.create_session("a", "A").await;
     for path in ["/nope", "/sessions/a/nonsense", "/sessions/a/status/extra"] {
         srv.api().get(path).await.expect_error(404, "not_found");
@@ -340,7 +367,7 @@ async fn unknown_route_returns_404_not_found_json() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn wrong_method_returns_405_method_not_allowed_json() {
-    let srv = TestServer::start().await;
+    let srv = TestServer::start_in_process().await;
     srv.create_session("a", "A").await;
     for (method, path) in [
         (Method::PUT, "/sessions"),
@@ -369,7 +396,7 @@ fn padded_body(id: &str, len: usize) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn body_over_default_limit_returns_413() {
-    let srv = TestServer::start().await;
+    let srv = TestServer::start_in_process().await;
     // The server may close the connection after refusing the body: no connection reuse.
     let api = srv.api().unpooled();
     api.post_raw(
@@ -386,7 +413,7 @@ async fn body_over_default_limit_returns_413() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn body_at_default_limit_is_accepted() {
-    let srv = TestServer::start().await;
+    let srv = TestServer::start_in_process().await;
     let api = srv.api().unpooled();
     let r = api
         .post_raw(
@@ -401,6 +428,7 @@ async fn body_at_default_limit_is_accepted() {
 #[tokio::test(flavor = "multi_thread")]
 async fn body_over_configured_limit_returns_413() {
     let srv = TestServer::builder()
+        .in_process()
         .env("WAGATE_BODY_LIMIT", "2048")
         .start()
         .await;
@@ -427,6 +455,7 @@ async fn body_over_configured_limit_returns_413() {
 #[tokio::test(flavor = "multi_thread")]
 async fn body_limit_from_config_file_applies() {
     let srv = TestServer::builder()
+        .in_process()
         .config(config_with(&[("", "body_limit", "4096")]))
         .start()
         .await;
@@ -442,6 +471,7 @@ async fn body_limit_from_config_file_applies() {
 #[tokio::test(flavor = "multi_thread")]
 async fn env_overrides_config_file() {
     let srv = TestServer::builder()
+        .in_process()
         .config(config_with(&[("", "body_limit", "4096")]))
         .env("WAGATE_BODY_LIMIT", "65536")
         .start()
@@ -457,7 +487,7 @@ async fn env_overrides_config_file() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn non_json_content_type_returns_415() {
-    let srv = TestServer::start().await;
+    let srv = TestServer::start_in_process().await;
     srv.create_session("a", "A").await;
     let body = br#"{"id": "plain", "name": "x"}"#.to_vec();
     for ct in [
@@ -483,7 +513,7 @@ async fn non_json_content_type_returns_415() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn json_content_type_with_charset_is_accepted() {
-    let srv = TestServer::start().await;
+    let srv = TestServer::start_in_process().await;
     let r = srv
         .api()
         .post_raw(
@@ -497,7 +527,11 @@ async fn json_content_type_with_charset_is_accepted() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn client_mistakes_never_return_5xx() {
-    let srv = TestServer::builder().admin_token(ADMIN_TOKEN).start().await;
+    let srv = TestServer::builder()
+        .in_process()
+        .admin_token(ADMIN_TOKEN)
+        .start()
+        .await;
     srv.create_session("a", "A").await;
     let api = srv.api();
     let long = "z".repeat(500);

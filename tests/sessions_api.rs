@@ -1,4 +1,4 @@
-//! The session endpoints (`sessions.md`), through HTTP against the real binary.
+//! The session endpoints (`sessions.md`), through HTTP against an in-process server.
 
 mod common;
 
@@ -13,7 +13,7 @@ const WAIT: Duration = Duration::from_secs(10);
 
 #[tokio::test(flavor = "multi_thread")]
 async fn create_session_returns_201_with_session_object() {
-    let srv = TestServer::start().await;
+    let srv = TestServer::start_in_process().await;
     let before = now_secs();
     let r = srv
         .api()
@@ -41,7 +41,7 @@ async fn create_session_returns_201_with_session_object() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn create_session_without_body_generates_id() {
-    let srv = TestServer::start().await;
+    let srv = TestServer::start_in_process().await;
     let r = srv.api().post("/sessions").await;
     let s = r.expect(201)["session"].clone();
     let id = s["id"].as_str().expect("id is a string").to_string();
@@ -53,7 +53,7 @@ async fn create_session_without_body_generates_id() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn create_session_with_empty_object_generates_id_and_name_defaults_to_id() {
-    let srv = TestServer::start().await;
+    let srv = TestServer::start_in_process().await;
     let s = srv
         .api()
         .post_json("/sessions", &json!({}))
@@ -68,7 +68,7 @@ async fn create_session_with_empty_object_generates_id_and_name_defaults_to_id()
 
 #[tokio::test(flavor = "multi_thread")]
 async fn create_session_with_only_name_generates_id() {
-    let srv = TestServer::start().await;
+    let srv = TestServer::start_in_process().await;
     let s = srv
         .api()
         .post_json("/sessions", &json!({"name": "Front desk"}))
@@ -82,7 +82,7 @@ async fn create_session_with_only_name_generates_id() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn create_session_with_only_id_defaults_name_to_id() {
-    let srv = TestServer::start().await;
+    let srv = TestServer::start_in_process().await;
     let s = srv
         .api()
         .post_json("/sessions", &json!({"id": "alpha_2"}))
@@ -94,7 +94,7 @@ async fn create_session_with_only_id_defaults_name_to_id() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn generated_session_ids_are_unique() {
-    let srv = TestServer::start().await;
+    let srv = TestServer::start_in_process().await;
     let mut ids = BTreeSet::new();
     for _ in 0..5 {
         let s = srv
@@ -112,7 +112,7 @@ async fn generated_session_ids_are_unique() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn create_session_accepts_64_char_id() {
-    let srv = TestServer::start().await;
+    let srv = TestServer::start_in_process().await;
     let id = "a".repeat(63) + "Z";
     let s = srv.create_session(&id, "long").await;
     assert_eq!(s["id"], id.as_str());
@@ -121,7 +121,7 @@ async fn create_session_accepts_64_char_id() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn create_session_with_taken_id_returns_409_session_exists() {
-    let srv = TestServer::start().await;
+    let srv = TestServer::start_in_process().await;
     let first = srv.create_session("dup", "First").await;
     let r = srv
         .api()
@@ -137,7 +137,7 @@ async fn create_session_with_taken_id_returns_409_session_exists() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn get_session_returns_session_object() {
-    let srv = TestServer::start().await;
+    let srv = TestServer::start_in_process().await;
     let created = srv.create_session("s1", "Sales").await;
     let s = srv.session("s1").await;
     assert_unpaired_session(&s, "s1", "Sales");
@@ -148,7 +148,7 @@ async fn get_session_returns_session_object() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn get_unknown_session_returns_404_session_not_found() {
-    let srv = TestServer::start().await;
+    let srv = TestServer::start_in_process().await;
     srv.api()
         .get("/sessions/nobody")
         .await
@@ -157,7 +157,7 @@ async fn get_unknown_session_returns_404_session_not_found() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn list_sessions_is_empty_on_a_fresh_server() {
-    let srv = TestServer::start().await;
+    let srv = TestServer::start_in_process().await;
     let body = srv.api().get("/sessions").await.expect(200);
     assert_eq!(body["sessions"], json!([]), "{body}");
     assert_eq!(body["total"], 0, "{body}");
@@ -165,7 +165,7 @@ async fn list_sessions_is_empty_on_a_fresh_server() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn list_sessions_returns_every_session_with_total() {
-    let srv = TestServer::start().await;
+    let srv = TestServer::start_in_process().await;
     let names = [("a", "Alpha"), ("b", "Bravo"), ("c", "Charlie")];
     for (id, name) in names {
         srv.create_session(id, name).await;
@@ -185,7 +185,7 @@ async fn list_sessions_returns_every_session_with_total() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn list_total_drops_after_delete() {
-    let srv = TestServer::start().await;
+    let srv = TestServer::start_in_process().await;
     srv.create_session("a", "A").await;
     srv.create_session("b", "B").await;
     srv.api().delete("/sessions/a").await.expect(200);
@@ -197,7 +197,7 @@ async fn list_total_drops_after_delete() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn session_status_returns_status_fields() {
-    let srv = TestServer::start().await;
+    let srv = TestServer::start_in_process().await;
     srv.create_session("st", "Status").await;
     let body = srv.api().get("/sessions/st/status").await.expect(200);
     let obj = body.as_object().expect("object");
@@ -221,25 +221,30 @@ async fn session_status_returns_status_fields() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn session_without_whatsapp_keeps_trying_and_never_logs_in() {
-    let srv = TestServer::start().await;
+    let srv = TestServer::start_in_process().await;
     srv.create_session("lonely", "Lonely").await;
-    // Sample for a while: only `connecting` or `disconnected` ever show.
+    // Sample for a while: it shows `connecting` throughout (a session that gave up would show
+    // `disconnected`), and its actor holds a live connection attempt the whole time.
     let deadline = std::time::Instant::now() + Duration::from_millis(1500);
     while std::time::Instant::now() < deadline {
         let s = srv.session("lonely").await;
-        let status = s["status"].as_str().unwrap_or_default();
-        assert!(OFFLINE_TRYING.contains(&status), "status {status:?}: {s}");
+        assert_eq!(s["status"], "connecting", "{s}");
         assert_eq!(s["is_logged_in"], false);
         let st = srv.api().get("/sessions/lonely/status").await.expect(200);
-        let status = st["status"].as_str().unwrap_or_default();
-        assert!(OFFLINE_TRYING.contains(&status), "status {status:?}: {st}");
+        assert_eq!(st["status"], "connecting", "{st}");
+        let actor = srv.actor("session:lonely").await.expect(200);
+        assert_eq!(actor["state"]["wanted_online"], true, "{actor}");
+        assert!(
+            actor["state"]["connection_generation"].is_u64(),
+            "no connection attempt in progress: {actor}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn disconnect_returns_success_and_session_stays_disconnected() {
-    let srv = TestServer::start().await;
+    let srv = TestServer::start_in_process().await;
     srv.create_session("d", "D").await;
     let body = srv.api().post("/sessions/d/disconnect").await.expect(200);
     assert_eq!(body, json!({"success": true}));
@@ -258,7 +263,7 @@ async fn disconnect_returns_success_and_session_stays_disconnected() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn disconnect_twice_is_harmless() {
-    let srv = TestServer::start().await;
+    let srv = TestServer::start_in_process().await;
     srv.create_session("d2", "D2").await;
     srv.api().post("/sessions/d2/disconnect").await.expect(200);
     let r = srv.api().post("/sessions/d2/disconnect").await;
@@ -268,7 +273,7 @@ async fn disconnect_twice_is_harmless() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn connect_returns_success_with_status() {
-    let srv = TestServer::start().await;
+    let srv = TestServer::start_in_process().await;
     srv.create_session("c", "C").await;
     srv.api().post("/sessions/c/disconnect").await.expect(200);
     let body = srv.api().post("/sessions/c/connect").await.expect(200);
@@ -288,7 +293,7 @@ async fn connect_returns_success_with_status() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn connect_on_a_connecting_session_is_harmless() {
-    let srv = TestServer::start().await;
+    let srv = TestServer::start_in_process().await;
     srv.create_session("cc", "CC").await;
     let body = srv.api().post("/sessions/cc/connect").await.expect(200);
     assert_eq!(body["success"], true, "{body}");
@@ -298,7 +303,7 @@ async fn connect_on_a_connecting_session_is_harmless() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn disconnect_and_connect_update_updated_at_not_created_at() {
-    let srv = TestServer::start().await;
+    let srv = TestServer::start_in_process().await;
     let created = srv.create_session("u", "U").await;
     srv.api().post("/sessions/u/disconnect").await.expect(200);
     let s = srv.session("u").await;
@@ -312,7 +317,7 @@ async fn disconnect_and_connect_update_updated_at_not_created_at() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn qr_without_pending_code_returns_409() {
-    let srv = TestServer::start().await;
+    let srv = TestServer::start_in_process().await;
     srv.create_session("q", "Q").await;
     let r = srv.api().get("/sessions/q/qr").await;
     assert_eq!(r.code(), 409, "{}", r.text());
@@ -334,7 +339,7 @@ async fn qr_without_pending_code_returns_409() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn device_before_pairing_returns_409_not_logged_in() {
-    let srv = TestServer::start().await;
+    let srv = TestServer::start_in_process().await;
     srv.create_session("dev", "Dev").await;
     srv.api()
         .get("/sessions/dev/device")
@@ -344,7 +349,7 @@ async fn device_before_pairing_returns_409_not_logged_in() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn logout_on_never_paired_session_returns_409_not_logged_in() {
-    let srv = TestServer::start().await;
+    let srv = TestServer::start_in_process().await;
     srv.create_session("lo", "Lo").await;
     srv.api()
         .post("/sessions/lo/logout")
@@ -356,7 +361,7 @@ async fn logout_on_never_paired_session_returns_409_not_logged_in() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn pair_without_phone_number_returns_400_validation() {
-    let srv = TestServer::start().await;
+    let srv = TestServer::start_in_process().await;
     srv.create_session("p", "P").await;
     let msg = srv
         .api()
@@ -371,7 +376,7 @@ async fn pair_without_phone_number_returns_400_validation() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn pair_with_bad_phone_number_returns_400_validation() {
-    let srv = TestServer::start().await;
+    let srv = TestServer::start_in_process().await;
     srv.create_session("p", "P").await;
     for bad in [
         json!({"phone_number": "not a phone"}),
@@ -393,7 +398,7 @@ async fn pair_with_bad_phone_number_returns_400_validation() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn delete_session_returns_success_and_erases_it() {
-    let srv = TestServer::start().await;
+    let srv = TestServer::start_in_process().await;
     srv.create_session("gone", "Gone").await;
     srv.create_session("kept", "Kept").await;
     let body = srv.api().delete("/sessions/gone").await.expect(200);
@@ -420,7 +425,7 @@ async fn delete_session_returns_success_and_erases_it() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn delete_unknown_session_returns_404_session_not_found() {
-    let srv = TestServer::start().await;
+    let srv = TestServer::start_in_process().await;
     srv.api()
         .delete("/sessions/ghost")
         .await
@@ -429,7 +434,7 @@ async fn delete_unknown_session_returns_404_session_not_found() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn delete_twice_returns_404_the_second_time() {
-    let srv = TestServer::start().await;
+    let srv = TestServer::start_in_process().await;
     srv.create_session("twice", "T").await;
     srv.api().delete("/sessions/twice").await.expect(200);
     srv.api()
@@ -440,7 +445,7 @@ async fn delete_twice_returns_404_the_second_time() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn deleted_session_id_can_be_created_again() {
-    let srv = TestServer::start().await;
+    let srv = TestServer::start_in_process().await;
     srv.create_session("again", "Old").await;
     srv.api().delete("/sessions/again").await.expect(200);
     let s = srv.create_session("again", "New").await;
@@ -470,7 +475,7 @@ fn session_routes(id: &str) -> Vec<(Method, String, Option<Value>)> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_session_route_returns_404_for_unknown_session() {
-    let srv = TestServer::start().await;
+    let srv = TestServer::start_in_process().await;
     for (method, path, body) in session_routes("unknown-1") {
         let mut rb = srv.api().request(method, &path);
         if let Some(b) = &body {
@@ -485,7 +490,7 @@ async fn every_session_route_returns_404_for_unknown_session() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_session_route_returns_400_for_invalid_id_in_path() {
-    let srv = TestServer::start().await;
+    let srv = TestServer::start_in_process().await;
     let too_long = "x".repeat(65);
     for id in ["bad!id", "bad.id", too_long.as_str()] {
         for (method, path, body) in session_routes(id) {

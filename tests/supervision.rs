@@ -358,7 +358,7 @@ async fn crash_unknown_actor_returns_404() {
     let srv = TestServer::start().await;
     srv.crash("session:ghost/groups")
         .await
-        .expect_error_in(404, &["not_found", "session_not_found"]);
+        .expect_error(404, "not_found");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -1,33 +1,39 @@
-//! Bookkeeping of the live supervision tree: per actor its kind, status, start time, restart
-//! count, last failure and message counter, plus a typed handle to reach it. Supervisors write
-//! it when they start, restart or give up on a child; the admin API reads it without sending
-//! any actor a message, so it answers even while an actor is busy.
+//! Bookkeeping of the live supervision tree, and the links the façade uses to reach a session.
+//!
+//! Per actor: its kind, status, start time, restart count, last failure, message counter and
+//! untyped cell. Supervisors write it when they start, restart or give up on a child; the
+//! admin API reads it without messaging any actor, so it answers while an actor is busy.
+//!
+//! Per live session: a [`SessionLink`] with the cells of the session and its children, the
+//! status the session last published and the groups cache's latest snapshot, so that cached
+//! reads never wait behind a mailbox.
 
-use ractor::ActorRef;
+use arc_swap::{ArcSwap, ArcSwapOption};
+use ractor::{ActorCell, ActorStatus};
 use serde::Serialize;
-use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 
-use crate::groups::GroupsMsg;
-use crate::invites::InvitesMsg;
-use crate::session::SessionMsg;
-use crate::supervisor::SupervisorMsg;
+use crate::group_cache::GroupsSnapshot;
+use crate::model::SessionStatus;
 
 pub const ROOT: &str = "supervisor";
 
 pub fn session_name(id: &str) -> String {
     format!("session:{id}")
 }
-pub fn groups_name(id: &str) -> String {
-    format!("session:{id}/groups")
-}
-pub fn invites_name(id: &str) -> String {
-    format!("session:{id}/invites")
+
+pub fn child_name(id: &str, kind: ActorKind) -> String {
+    match kind {
+        ActorKind::Groups => format!("session:{id}/groups"),
+        ActorKind::Invites => format!("session:{id}/invites"),
+        ActorKind::Session => session_name(id),
+        ActorKind::Supervisor => ROOT.to_owned(),
+    }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ActorKind {
     Supervisor,
@@ -52,26 +58,6 @@ pub struct Failure {
     pub reason: String,
 }
 
-/// A typed way to reach an actor of the tree.
-#[derive(Clone)]
-pub enum Handle {
-    Supervisor(ActorRef<SupervisorMsg>),
-    Session(ActorRef<SessionMsg>),
-    Groups(ActorRef<GroupsMsg>),
-    Invites(ActorRef<InvitesMsg>),
-}
-
-impl Handle {
-    pub fn cell(&self) -> ractor::ActorCell {
-        match self {
-            Self::Supervisor(r) => r.get_cell(),
-            Self::Session(r) => r.get_cell(),
-            Self::Groups(r) => r.get_cell(),
-            Self::Invites(r) => r.get_cell(),
-        }
-    }
-}
-
 struct Node {
     kind: ActorKind,
     status: NodeStatus,
@@ -79,7 +65,7 @@ struct Node {
     restarts: u32,
     last_failure: Option<Failure>,
     messages: Arc<AtomicU64>,
-    handle: Option<Handle>,
+    cell: Option<ActorCell>,
 }
 
 /// One node of the tree as the admin API shows it.
@@ -95,15 +81,90 @@ pub struct NodeView {
     pub children: Vec<NodeView>,
 }
 
+fn is_gone(cell: &ActorCell) -> bool {
+    matches!(
+        cell.get_status(),
+        ActorStatus::Stopped | ActorStatus::Stopping
+    )
+}
+
+/// How the façade reaches one session: written by the session and its children, read by
+/// request handlers without messaging anyone.
+pub struct SessionLink {
+    session: ActorCell,
+    status: AtomicU8,
+    groups: ArcSwapOption<ActorCell>,
+    invites: ArcSwapOption<ActorCell>,
+    groups_cache: ArcSwap<GroupsSnapshot>,
+}
+
+impl SessionLink {
+    pub fn new(session: ActorCell, status: SessionStatus) -> Self {
+        Self {
+            session,
+            status: AtomicU8::new(status.code()),
+            groups: ArcSwapOption::empty(),
+            invites: ArcSwapOption::empty(),
+            groups_cache: ArcSwap::from_pointee(GroupsSnapshot::default()),
+        }
+    }
+
+    pub fn session(&self) -> &ActorCell {
+        &self.session
+    }
+
+    /// Whether the session actor is gone (crashed, stopped or deleted).
+    pub fn is_gone(&self) -> bool {
+        is_gone(&self.session)
+    }
+
+    pub fn status(&self) -> SessionStatus {
+        SessionStatus::from_code(self.status.load(Ordering::Acquire))
+    }
+
+    pub fn publish_status(&self, status: SessionStatus) {
+        self.status.store(status.code(), Ordering::Release);
+    }
+
+    /// The live child of that kind, if it is running.
+    pub fn child(&self, kind: ActorKind) -> Option<ActorCell> {
+        let slot = match kind {
+            ActorKind::Groups => &self.groups,
+            ActorKind::Invites => &self.invites,
+            ActorKind::Session | ActorKind::Supervisor => return None,
+        };
+        slot.load_full()
+            .map(|cell| (*cell).clone())
+            .filter(|cell| !is_gone(cell))
+    }
+
+    pub fn publish_child(&self, kind: ActorKind, cell: Option<ActorCell>) {
+        let value = cell.map(Arc::new);
+        match kind {
+            ActorKind::Groups => self.groups.store(value),
+            ActorKind::Invites => self.invites.store(value),
+            ActorKind::Session | ActorKind::Supervisor => {}
+        }
+    }
+
+    pub fn groups_cache(&self) -> Arc<GroupsSnapshot> {
+        self.groups_cache.load_full()
+    }
+
+    pub fn publish_groups(&self, snapshot: GroupsSnapshot) {
+        self.groups_cache.store(Arc::new(snapshot));
+    }
+}
+
 #[derive(Default)]
 pub struct Directory {
     nodes: Mutex<BTreeMap<String, Node>>,
+    links: RwLock<HashMap<String, Arc<SessionLink>>>,
 }
 
 impl Directory {
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Node>> {
-        // A panic while holding this lock cannot leave a node half-written (every update is a
-        // single field store), so a poisoned lock is still consistent.
+        // Every update is a single field store, so a poisoned lock is still consistent.
         self.nodes.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -117,19 +178,19 @@ impl Directory {
             restarts: 0,
             last_failure: None,
             messages: Arc::new(AtomicU64::new(0)),
-            handle: None,
+            cell: None,
         });
         node.kind = kind;
         node.status = NodeStatus::Starting;
         node.started_at = crate::unix_now();
-        node.handle = None;
+        node.cell = None;
         node.messages.clone()
     }
 
-    pub fn running(&self, name: &str, handle: Handle) {
+    pub fn running(&self, name: &str, cell: ActorCell) {
         if let Some(node) = self.lock().get_mut(name) {
             node.status = NodeStatus::Running;
-            node.handle = Some(handle);
+            node.cell = Some(cell);
         }
     }
 
@@ -142,7 +203,7 @@ impl Directory {
                 at: crate::unix_now(),
                 reason: reason.to_owned(),
             });
-            node.handle = None;
+            node.cell = None;
         }
     }
 
@@ -151,7 +212,7 @@ impl Directory {
         if let Some(node) = self.lock().get_mut(name) {
             node.status = NodeStatus::Restarting;
             node.restarts += 1;
-            node.handle = None;
+            node.cell = None;
         }
     }
 
@@ -172,36 +233,47 @@ impl Directory {
         }
     }
 
-    /// Forgets an actor and everything below it (`name` and `name/...`).
-    pub fn remove_subtree(&self, name: &str) {
+    /// Forgets a session: its nodes (`session:<id>` and below) and its link.
+    pub fn remove_session(&self, id: &str) {
+        let name = session_name(id);
         let prefix = format!("{name}/");
         self.lock()
-            .retain(|k, _| k != name && !k.starts_with(&prefix));
+            .retain(|k, _| *k != name && !k.starts_with(&prefix));
+        self.links
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
     }
 
-    pub fn handle(&self, name: &str) -> Option<Handle> {
-        self.lock().get(name).and_then(|n| n.handle.clone())
+    /// The running actor of that name and its kind.
+    pub fn cell(&self, name: &str) -> Option<(ActorKind, ActorCell)> {
+        let nodes = self.lock();
+        let node = nodes.get(name)?;
+        node.cell.clone().map(|cell| (node.kind, cell))
     }
 
-    pub fn session(&self, id: &str) -> Option<ActorRef<SessionMsg>> {
-        match self.handle(&session_name(id)) {
-            Some(Handle::Session(r)) => Some(r),
-            _ => None,
-        }
+    pub fn publish_link(&self, id: &str, link: Arc<SessionLink>) {
+        self.links
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.to_owned(), link);
+    }
+
+    pub fn link(&self, id: &str) -> Option<Arc<SessionLink>> {
+        self.links
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned()
     }
 
     fn view(name: &str, node: &Node) -> NodeView {
         // The directory can lag a crash by a moment; the actor's own status is the truth.
-        let live_stopped = node.handle.as_ref().is_some_and(|h| {
-            matches!(
-                h.cell().get_status(),
-                ractor::ActorStatus::Stopped | ractor::ActorStatus::Stopping
-            )
-        });
+        let gone = node.cell.as_ref().is_some_and(is_gone);
         NodeView {
             name: name.to_owned(),
             kind: node.kind,
-            status: if live_stopped && node.status == NodeStatus::Running {
+            status: if gone && node.status == NodeStatus::Running {
                 NodeStatus::Stopped
             } else {
                 node.status
@@ -239,8 +311,8 @@ impl Directory {
         Some(root)
     }
 
-    pub fn count(&self, kind: ActorKind) -> usize {
-        self.lock().values().filter(|n| n.kind == kind).count()
+    pub fn count(&self) -> usize {
+        self.lock().len()
     }
 
     pub fn restarts_total(&self) -> u64 {

@@ -1,30 +1,39 @@
-//! The façade the edge calls: opens the store, starts the supervision tree, and turns each
-//! request into one typed message to the right actor, always with a timeout.
+//! The façade the edge calls: one typed async method per operation. It opens the store,
+//! starts the supervision tree, and turns each request into one typed message to the right
+//! actor, always with a timeout. Cached group reads are answered from the snapshot the groups
+//! actor publishes, without messaging anyone.
 
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorRef, RpcReplyPort};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::directory::{ActorKind, Directory, Handle, NodeView, ROOT};
+use crate::directory::{ActorKind, Directory, NodeView, ROOT, SessionLink};
 use crate::error::{GatewayError, Result};
+use crate::group_cache::{CachedGroup, ParticipantAction, refused_admin_changes};
 use crate::groups::GroupsMsg;
+use crate::intensity::Intensity;
 use crate::invites::InvitesMsg;
 use crate::model::{
-    ChatJid, DeviceView, PairCodeView, QrView, SentMessage, SessionId, SessionStatus, SessionView,
-    StatusView,
+    ChatJid, DeviceView, GroupInfoView, GroupJid, GroupSummary, GroupView, InviteInfoView,
+    PairCodeView, ParticipantResult, QrView, SentMessage, SessionId, SessionStatus, SessionView,
+    StatusView, UserJid,
 };
-use crate::services::{Intensity, Services, Shared};
+use crate::services::{Services, Shared};
 use crate::session::{RESTART_REASON, SessionMsg};
 use crate::settings::Settings;
 use crate::store::Store;
 use crate::supervisor::{Supervisor, SupervisorMsg};
-use crate::whatsapp::ClientSlots;
+use crate::whatsapp::connection::{ClientSlots, ConnectionEnv};
 
-/// How long a request waits for a session that is being restarted to come back.
+/// How long a request waits for a session (or its child) that is being restarted.
 const RESTART_WAIT: Duration = Duration::from_secs(3);
+/// How often a waiting request looks again.
+const RESTART_POLL: Duration = Duration::from_millis(20);
 /// Upper bound for asking an actor what it holds (admin only).
 const INSPECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Upper bound for one session's answer while listing all of them.
+const LIST_TIMEOUT: Duration = Duration::from_millis(500);
 
 pub struct Gateway {
     services: Shared,
@@ -41,6 +50,24 @@ pub struct Metrics {
     pub live_clients: usize,
 }
 
+/// Turns an actor call's outcome into the domain's.
+fn answered<T>(
+    outcome: std::result::Result<CallResult<Result<T>>, impl std::fmt::Debug>,
+) -> std::result::Result<Result<T>, ()> {
+    match outcome {
+        Ok(CallResult::Success(result)) => Ok(result),
+        _ => Err(()),
+    }
+}
+
+fn logged_in(link: &SessionLink) -> Result<()> {
+    if link.status() == SessionStatus::LoggedIn {
+        Ok(())
+    } else {
+        Err(GatewayError::NotLoggedIn)
+    }
+}
+
 impl Gateway {
     /// Opens the store under `settings.data_dir` and starts the tree, restoring every stored
     /// session.
@@ -54,15 +81,20 @@ impl Gateway {
                 .await
                 .map_err(|e| GatewayError::Internal(e.to_string()))??
         };
-        let services = Arc::new(Services {
+        let connections = ConnectionEnv {
+            sessions_dir: settings.sessions_dir(),
+            whatsapp: settings.whatsapp.clone(),
+            slots: Arc::new(ClientSlots::default()),
             connect_permits: Arc::new(tokio::sync::Semaphore::new(
                 settings.whatsapp.connect_concurrency.max(1),
             )),
+        };
+        let services = Arc::new(Services {
             settings,
             store,
             directory: Directory::default(),
             intensity: Intensity::default(),
-            slots: ClientSlots::default(),
+            connections,
         });
         let (supervisor, supervisor_task) = Actor::spawn(None, Supervisor, services.clone())
             .await
@@ -82,41 +114,90 @@ impl Gateway {
         self.services.settings.supervision.call_timeout
     }
 
-    /// The session's actor; waits briefly while a stored session is being restarted.
-    async fn session_ref(&self, id: &SessionId) -> Result<ActorRef<SessionMsg>> {
+    fn refresh_secs(&self) -> u64 {
+        self.services.settings.groups.refresh_interval.as_secs()
+    }
+
+    fn is_stored(&self, id: &SessionId) -> Result<bool> {
+        Ok(self.services.store.session(id)?.is_some())
+    }
+
+    /// The session's link once its actor runs; waits briefly while it is being restarted.
+    async fn link(&self, id: &SessionId) -> Result<Arc<SessionLink>> {
         let deadline = tokio::time::Instant::now() + RESTART_WAIT;
         loop {
-            if let Some(actor) = self.services.directory.session(id.as_str()) {
-                return Ok(actor);
+            if let Some(link) = self.services.directory.link(id.as_str())
+                && !link.is_gone()
+            {
+                return Ok(link);
             }
-            if self.services.store.session(id)?.is_none() {
+            if !self.is_stored(id)? {
                 return Err(GatewayError::SessionNotFound(id.to_string()));
             }
             if tokio::time::Instant::now() >= deadline {
                 return Err(GatewayError::Unavailable);
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            tokio::time::sleep(RESTART_POLL).await;
         }
     }
 
-    async fn call<T: Send + 'static>(
+    /// A session's child, for an operation that needs the session logged in.
+    async fn child<M: Send + 'static>(
+        &self,
+        id: &SessionId,
+        kind: ActorKind,
+    ) -> Result<ActorRef<M>> {
+        let deadline = tokio::time::Instant::now() + RESTART_WAIT;
+        loop {
+            let link = self.link(id).await?;
+            logged_in(&link)?;
+            if let Some(cell) = link.child(kind) {
+                return Ok(ActorRef::from(cell));
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(GatewayError::Unavailable);
+            }
+            tokio::time::sleep(RESTART_POLL).await;
+        }
+    }
+
+    /// A session that stopped answering is restarting, unless it was deleted meanwhile.
+    fn lost(&self, id: &SessionId) -> GatewayError {
+        match self.is_stored(id) {
+            Ok(false) => GatewayError::SessionNotFound(id.to_string()),
+            Ok(true) => GatewayError::Unavailable,
+            Err(e) => e,
+        }
+    }
+
+    async fn call_session<T: Send + 'static>(
         &self,
         id: &SessionId,
         build: impl FnOnce(RpcReplyPort<Result<T>>) -> SessionMsg,
     ) -> Result<T> {
-        let actor = self.session_ref(id).await?;
-        match actor.call(build, Some(self.call_timeout())).await {
-            Ok(CallResult::Success(result)) => result,
-            Ok(CallResult::Timeout) => Err(GatewayError::Unavailable),
-            Ok(CallResult::SenderError) | Err(_) => {
-                if self.services.store.session(id)?.is_some() {
-                    Err(GatewayError::Unavailable)
-                } else {
-                    Err(GatewayError::SessionNotFound(id.to_string()))
-                }
-            }
-        }
+        let actor: ActorRef<SessionMsg> = ActorRef::from(self.link(id).await?.session().clone());
+        answered(actor.call(build, Some(self.call_timeout())).await).map_err(|()| self.lost(id))?
     }
+
+    async fn call_groups<T: Send + 'static>(
+        &self,
+        id: &SessionId,
+        build: impl FnOnce(RpcReplyPort<Result<T>>) -> GroupsMsg,
+    ) -> Result<T> {
+        let actor = self.child::<GroupsMsg>(id, ActorKind::Groups).await?;
+        answered(actor.call(build, Some(self.call_timeout())).await).map_err(|()| self.lost(id))?
+    }
+
+    async fn call_invites<T: Send + 'static>(
+        &self,
+        id: &SessionId,
+        build: impl FnOnce(RpcReplyPort<Result<T>>) -> InvitesMsg,
+    ) -> Result<T> {
+        let actor = self.child::<InvitesMsg>(id, ActorKind::Invites).await?;
+        answered(actor.call(build, Some(self.call_timeout())).await).map_err(|()| self.lost(id))?
+    }
+
+    // ---- sessions (sessions.md) ----
 
     pub async fn create_session(
         &self,
@@ -130,23 +211,22 @@ impl Gateway {
                 Some(self.call_timeout()),
             )
             .await;
-        match reply {
-            Ok(CallResult::Success(result)) => result,
-            _ => Err(GatewayError::Unavailable),
-        }
+        answered(reply).map_err(|()| GatewayError::Unavailable)?
     }
 
     /// Every session, in id order. A session whose actor does not answer in time is shown as
     /// its snapshot last recorded it.
     pub async fn list_sessions(&self) -> Result<Vec<SessionView>> {
         let records = self.services.store.sessions()?;
-        let timeout = Duration::from_millis(500).min(self.call_timeout());
+        let timeout = LIST_TIMEOUT.min(self.call_timeout());
         let lookups = records.into_iter().map(|record| async move {
-            if let Some(actor) = self.services.directory.session(record.id.as_str())
-                && let Ok(CallResult::Success(Ok(view))) =
-                    actor.call(SessionMsg::Get, Some(timeout)).await
+            if let Some(link) = self.services.directory.link(record.id.as_str())
+                && !link.is_gone()
             {
-                return Some(view);
+                let actor: ActorRef<SessionMsg> = ActorRef::from(link.session().clone());
+                if let Ok(Ok(view)) = answered(actor.call(SessionMsg::Get, Some(timeout)).await) {
+                    return Some(view);
+                }
             }
             // Deleted while listing: leave it out.
             self.services.store.session(&record.id).ok().flatten()?;
@@ -160,61 +240,263 @@ impl Gateway {
     }
 
     pub async fn session(&self, id: &SessionId) -> Result<SessionView> {
-        self.call(id, SessionMsg::Get).await
+        self.call_session(id, SessionMsg::Get).await
     }
 
     pub async fn status(&self, id: &SessionId) -> Result<StatusView> {
-        self.call(id, SessionMsg::Status).await
+        self.call_session(id, SessionMsg::Status).await
     }
 
     pub async fn connect(&self, id: &SessionId) -> Result<SessionStatus> {
-        self.call(id, SessionMsg::Connect).await
+        self.call_session(id, SessionMsg::Connect).await
     }
 
     pub async fn disconnect(&self, id: &SessionId) -> Result<()> {
-        self.call(id, SessionMsg::Disconnect).await
+        self.call_session(id, SessionMsg::Disconnect).await
     }
 
     pub async fn logout(&self, id: &SessionId) -> Result<()> {
-        self.call(id, SessionMsg::Logout).await
+        self.call_session(id, SessionMsg::Logout).await
     }
 
     pub async fn qr(&self, id: &SessionId) -> Result<QrView> {
-        self.call(id, SessionMsg::Qr).await
+        self.call_session(id, SessionMsg::Qr).await
     }
 
     /// Requests a pair code; `phone` is digits only (see [`crate::model::normalize_phone`]).
     pub async fn pair(&self, id: &SessionId, phone: String) -> Result<PairCodeView> {
-        self.call(id, |reply| SessionMsg::Pair(phone, reply)).await
+        self.call_session(id, |reply| SessionMsg::Pair(phone, reply))
+            .await
     }
 
     pub async fn device(&self, id: &SessionId) -> Result<DeviceView> {
-        self.call(id, SessionMsg::Device).await
+        self.call_session(id, SessionMsg::Device).await
     }
 
     pub async fn delete(&self, id: &SessionId) -> Result<()> {
-        self.call(id, SessionMsg::Delete).await
+        self.call_session(id, SessionMsg::Delete).await
     }
 
-    /// A request for the session's groups actor.
-    pub async fn groups<T: Send + 'static>(
-        &self,
-        id: &SessionId,
-        build: impl FnOnce(RpcReplyPort<Result<T>>) -> GroupsMsg,
-    ) -> Result<T> {
-        self.call(id, |reply| SessionMsg::Groups(build(reply)))
+    // ---- groups (groups.md, groups-extra.md) ----
+
+    /// The session's groups; from the cache while its list is fresh.
+    pub async fn list_groups(&self, id: &SessionId, refresh: bool) -> Result<Vec<GroupSummary>> {
+        if !refresh {
+            let link = self.link(id).await?;
+            logged_in(&link)?;
+            let now = crate::unix_now();
+            if let Some(list) = link.groups_cache().fresh_list(now, self.refresh_secs()) {
+                return Ok(list);
+            }
+        }
+        self.call_groups(id, |reply| GroupsMsg::List { refresh, reply })
             .await
     }
 
-    /// A request for the session's invites actor.
-    pub async fn invites<T: Send + 'static>(
+    async fn cached_group(
         &self,
         id: &SessionId,
-        build: impl FnOnce(RpcReplyPort<Result<T>>) -> InvitesMsg,
-    ) -> Result<T> {
-        self.call(id, |reply| SessionMsg::Invites(build(reply)))
+        jid: &GroupJid,
+        refresh: bool,
+    ) -> Result<Arc<CachedGroup>> {
+        if !refresh {
+            let link = self.link(id).await?;
+            logged_in(&link)?;
+            let now = crate::unix_now();
+            if let Some(group) =
+                link.groups_cache()
+                    .fresh_group(jid.as_str(), now, self.refresh_secs())
+            {
+                return Ok(group);
+            }
+        }
+        let jid = jid.clone();
+        self.call_groups(id, |reply| GroupsMsg::Get {
+            jid,
+            refresh,
+            reply,
+        })
+        .await
+    }
+
+    pub async fn group(&self, id: &SessionId, jid: &GroupJid, refresh: bool) -> Result<GroupView> {
+        Ok(self.cached_group(id, jid, refresh).await?.view())
+    }
+
+    pub async fn group_info(
+        &self,
+        id: &SessionId,
+        jid: &GroupJid,
+        refresh: bool,
+    ) -> Result<GroupInfoView> {
+        Ok(self.cached_group(id, jid, refresh).await?.info())
+    }
+
+    pub async fn create_group(
+        &self,
+        id: &SessionId,
+        name: String,
+        participants: Vec<UserJid>,
+    ) -> Result<GroupJid> {
+        self.call_groups(id, |reply| GroupsMsg::Create {
+            name,
+            participants,
+            reply,
+        })
+        .await
+    }
+
+    pub async fn set_group_subject(
+        &self,
+        id: &SessionId,
+        jid: GroupJid,
+        subject: String,
+    ) -> Result<()> {
+        self.call_groups(id, |reply| GroupsMsg::SetSubject {
+            jid,
+            subject,
+            reply,
+        })
+        .await
+    }
+
+    /// Sets the description, or deletes it with `None`.
+    pub async fn set_group_description(
+        &self,
+        id: &SessionId,
+        jid: GroupJid,
+        description: Option<String>,
+        prev_id: Option<String>,
+    ) -> Result<()> {
+        self.call_groups(id, |reply| GroupsMsg::SetDescription {
+            jid,
+            description,
+            prev_id,
+            reply,
+        })
+        .await
+    }
+
+    pub async fn leave_group(&self, id: &SessionId, jid: GroupJid) -> Result<()> {
+        self.call_groups(id, |reply| GroupsMsg::Leave { jid, reply })
             .await
     }
+
+    async fn change_participants(
+        &self,
+        id: &SessionId,
+        jid: GroupJid,
+        action: ParticipantAction,
+        participants: Vec<UserJid>,
+    ) -> Result<Vec<ParticipantResult>> {
+        self.call_groups(id, |reply| GroupsMsg::Participants {
+            jid,
+            action,
+            participants,
+            reply,
+        })
+        .await
+    }
+
+    /// Adds participants; WhatsApp answers per participant.
+    pub async fn add_participants(
+        &self,
+        id: &SessionId,
+        jid: GroupJid,
+        participants: Vec<UserJid>,
+    ) -> Result<Vec<ParticipantResult>> {
+        self.change_participants(id, jid, ParticipantAction::Add, participants)
+            .await
+    }
+
+    /// Removes participants; WhatsApp answers per participant.
+    pub async fn remove_participants(
+        &self,
+        id: &SessionId,
+        jid: GroupJid,
+        participants: Vec<UserJid>,
+    ) -> Result<Vec<ParticipantResult>> {
+        self.change_participants(id, jid, ParticipantAction::Remove, participants)
+            .await
+    }
+
+    async fn change_admins(
+        &self,
+        id: &SessionId,
+        jid: GroupJid,
+        action: ParticipantAction,
+        participants: Vec<UserJid>,
+    ) -> Result<()> {
+        let results = self
+            .change_participants(id, jid, action, participants)
+            .await?;
+        match refused_admin_changes(&results) {
+            Some(message) => Err(GatewayError::validation("participants", message)),
+            None => Ok(()),
+        }
+    }
+
+    /// Promotes participants to admins; fails naming everyone WhatsApp refused.
+    pub async fn promote_participants(
+        &self,
+        id: &SessionId,
+        jid: GroupJid,
+        participants: Vec<UserJid>,
+    ) -> Result<()> {
+        self.change_admins(id, jid, ParticipantAction::Promote, participants)
+            .await
+    }
+
+    /// Demotes admins; fails naming everyone WhatsApp refused.
+    pub async fn demote_participants(
+        &self,
+        id: &SessionId,
+        jid: GroupJid,
+        participants: Vec<UserJid>,
+    ) -> Result<()> {
+        self.change_admins(id, jid, ParticipantAction::Demote, participants)
+            .await
+    }
+
+    pub async fn set_group_settings(
+        &self,
+        id: &SessionId,
+        jid: GroupJid,
+        announce: Option<bool>,
+        locked: Option<bool>,
+    ) -> Result<()> {
+        self.call_groups(id, |reply| GroupsMsg::Settings {
+            jid,
+            announce,
+            locked,
+            reply,
+        })
+        .await
+    }
+
+    /// The group's invite link; `reset` revokes the current one first.
+    pub async fn invite_link(&self, id: &SessionId, jid: GroupJid, reset: bool) -> Result<String> {
+        self.call_invites(id, |reply| InvitesMsg::Link { jid, reset, reply })
+            .await
+    }
+
+    /// Joins the group behind an invite code; the groups cache learns it.
+    pub async fn join_group(&self, id: &SessionId, code: String) -> Result<GroupJid> {
+        let jid = self
+            .call_invites(id, |reply| InvitesMsg::Join { code, reply })
+            .await?;
+        if let Ok(groups) = self.child::<GroupsMsg>(id, ActorKind::Groups).await {
+            let _ = groups.cast(GroupsMsg::Learn(jid.clone()));
+        }
+        Ok(jid)
+    }
+
+    pub async fn invite_info(&self, id: &SessionId, code: String) -> Result<InviteInfoView> {
+        self.call_invites(id, |reply| InvitesMsg::Info { code, reply })
+            .await
+    }
+
+    // ---- messages (messages.md) ----
 
     /// Sends a text to a user or a group.
     pub async fn send_text(
@@ -225,15 +507,17 @@ impl Gateway {
     ) -> Result<SentMessage> {
         match to {
             ChatJid::Group(jid) => {
-                self.groups(id, |reply| GroupsMsg::SendText { jid, text, reply })
+                self.call_groups(id, |reply| GroupsMsg::SendText { jid, text, reply })
                     .await
             }
             ChatJid::User(to) => {
-                self.call(id, |reply| SessionMsg::SendText { to, text, reply })
+                self.call_session(id, |reply| SessionMsg::SendText { to, text, reply })
                     .await
             }
         }
     }
+
+    // ---- admin (admin.md) ----
 
     /// The live supervision tree.
     pub fn actor_tree(&self) -> Option<NodeView> {
@@ -242,21 +526,23 @@ impl Gateway {
 
     /// One actor, plus what it holds now (redacted).
     pub async fn actor(&self, name: &str) -> Result<(NodeView, serde_json::Value)> {
-        let not_found = || GatewayError::NotFound(format!("no actor named '{name}'"));
-        let node = self.services.directory.node(name).ok_or_else(not_found)?;
-        let state = match self.services.directory.handle(name) {
-            Some(Handle::Supervisor(_)) => serde_json::json!({
-                "sessions": self.services.directory.count(ActorKind::Session),
-                "live_clients": self.services.slots.live_count(),
+        let directory = &self.services.directory;
+        let node = directory
+            .node(name)
+            .ok_or_else(|| GatewayError::NotFound(format!("no actor named '{name}'")))?;
+        let state = match directory.cell(name) {
+            Some((ActorKind::Supervisor, _)) => serde_json::json!({
+                "sessions": self.services.store.sessions()?.len(),
+                "live_clients": self.services.connections.slots.live_count(),
             }),
-            Some(Handle::Session(r)) => {
-                inspect(r.call(SessionMsg::Inspect, Some(INSPECT_TIMEOUT)).await)
+            Some((ActorKind::Session, cell)) => {
+                inspect(ActorRef::<SessionMsg>::from(cell), SessionMsg::Inspect).await
             }
-            Some(Handle::Groups(r)) => {
-                inspect(r.call(GroupsMsg::Inspect, Some(INSPECT_TIMEOUT)).await)
+            Some((ActorKind::Groups, cell)) => {
+                inspect(ActorRef::<GroupsMsg>::from(cell), GroupsMsg::Inspect).await
             }
-            Some(Handle::Invites(r)) => {
-                inspect(r.call(InvitesMsg::Inspect, Some(INSPECT_TIMEOUT)).await)
+            Some((ActorKind::Invites, cell)) => {
+                inspect(ActorRef::<InvitesMsg>::from(cell), InvitesMsg::Inspect).await
             }
             None => serde_json::Value::Null,
         };
@@ -271,26 +557,32 @@ impl Gateway {
                 "the supervisor is the root of the tree and cannot be restarted on its own",
             ));
         }
-        let handle =
-            self.services.directory.handle(name).ok_or_else(|| {
+        let (_, cell) =
+            self.services.directory.cell(name).ok_or_else(|| {
                 GatewayError::NotFound(format!("no running actor named '{name}'"))
             })?;
-        handle.cell().stop(Some(RESTART_REASON.into()));
+        cell.stop(Some(RESTART_REASON.into()));
         Ok(())
     }
 
     /// Test builds only: makes an actor panic while handling a message.
     #[cfg(feature = "test-server")]
     pub fn crash_actor(&self, name: &str) -> Result<()> {
-        let handle =
-            self.services.directory.handle(name).ok_or_else(|| {
+        let (kind, cell) =
+            self.services.directory.cell(name).ok_or_else(|| {
                 GatewayError::NotFound(format!("no running actor named '{name}'"))
             })?;
-        let sent = match handle {
-            Handle::Session(r) => r.cast(SessionMsg::Crash).is_ok(),
-            Handle::Groups(r) => r.cast(GroupsMsg::Crash).is_ok(),
-            Handle::Invites(r) => r.cast(InvitesMsg::Crash).is_ok(),
-            Handle::Supervisor(_) => {
+        let sent = match kind {
+            ActorKind::Session => ActorRef::<SessionMsg>::from(cell)
+                .cast(SessionMsg::Crash)
+                .is_ok(),
+            ActorKind::Groups => ActorRef::<GroupsMsg>::from(cell)
+                .cast(GroupsMsg::Crash)
+                .is_ok(),
+            ActorKind::Invites => ActorRef::<InvitesMsg>::from(cell)
+                .cast(InvitesMsg::Crash)
+                .is_ok(),
+            ActorKind::Supervisor => {
                 return Err(GatewayError::validation(
                     "name",
                     "the supervisor cannot be crashed on purpose",
@@ -327,20 +619,12 @@ impl Gateway {
                 None => by_status.push((s.status, 1)),
             }
         }
-        let tree = &self.services.directory;
+        let directory = &self.services.directory;
         Metrics {
             sessions_by_status: by_status,
-            actors: [
-                ActorKind::Supervisor,
-                ActorKind::Session,
-                ActorKind::Groups,
-                ActorKind::Invites,
-            ]
-            .iter()
-            .map(|k| tree.count(*k))
-            .sum(),
-            restarts_total: tree.restarts_total(),
-            live_clients: self.services.slots.live_count(),
+            actors: directory.count(),
+            restarts_total: directory.restarts_total(),
+            live_clients: self.services.connections.slots.live_count(),
         }
     }
 
@@ -365,8 +649,11 @@ impl Gateway {
     }
 }
 
-fn inspect<E>(result: std::result::Result<CallResult<serde_json::Value>, E>) -> serde_json::Value {
-    match result {
+async fn inspect<M: ractor::Message>(
+    actor: ActorRef<M>,
+    build: impl FnOnce(RpcReplyPort<serde_json::Value>) -> M,
+) -> serde_json::Value {
+    match actor.call(build, Some(INSPECT_TIMEOUT)).await {
         Ok(CallResult::Success(state)) => state,
         Ok(CallResult::Timeout) => serde_json::json!({"unresponsive": true}),
         _ => serde_json::Value::Null,

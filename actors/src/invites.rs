@@ -1,23 +1,19 @@
 //! `session:<id>/invites`: group invite links (cached and persisted; `reset` revokes the old
 //! link), joining a group by code or link, and reading an invite's group without joining.
-//! WhatsApp round-trips run in spawned tasks that report back by message.
+//! WhatsApp round-trips run in spawned tasks that report back by message or answer directly.
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
-use whatsapp_rust::{Client, GroupError, IqError, Jid};
-
-use crate::directory::{self, ActorKind, Handle};
+use crate::directory::{ActorKind, SessionLink, child_name};
 use crate::error::{GatewayError, Result};
-use crate::groups::{CachedGroup, GroupsMsg, map_group_error};
 use crate::model::{GroupJid, InviteInfoView, SessionId};
 use crate::services::Shared;
-use crate::session::SessionMsg;
 use crate::store::CacheKind;
+use crate::whatsapp::WaClient;
 
 const LINK_PREFIX: &str = "https://chat.whatsapp.com/";
 
@@ -30,7 +26,7 @@ pub struct CachedInvite {
 }
 
 pub enum InvitesMsg {
-    ClientChanged(Option<Arc<Client>>),
+    ClientChanged(Option<WaClient>),
     Inspect(RpcReplyPort<serde_json::Value>),
     /// The group's invite link; `reset` revokes the current one and returns the new one.
     Link {
@@ -38,12 +34,12 @@ pub enum InvitesMsg {
         reset: bool,
         reply: RpcReplyPort<Result<String>>,
     },
-    /// Joins the group behind a code or link.
+    /// Joins the group behind a code (already extracted from a link).
     Join {
         code: String,
         reply: RpcReplyPort<Result<GroupJid>>,
     },
-    /// The group behind a code or link, without joining.
+    /// The group behind a code, without joining.
     Info {
         code: String,
         reply: RpcReplyPort<Result<InviteInfoView>>,
@@ -58,68 +54,72 @@ pub enum InvitesMsg {
     Crash,
 }
 
-impl InvitesMsg {
-    /// Answers a request that cannot reach this actor.
-    pub fn reject(self, error: GatewayError) {
-        match self {
-            Self::Inspect(reply) => {
-                drop(reply.send(serde_json::json!({ "error": error.to_string() })))
-            }
-            Self::Link { reply, .. } => drop(reply.send(Err(error))),
-            Self::Join { reply, .. } => drop(reply.send(Err(error))),
-            Self::Info { reply, .. } => drop(reply.send(Err(error))),
-            Self::LinkFetched { reply, .. } => drop(reply.send(Err(error))),
-            Self::ClientChanged(_) => {}
-            #[cfg(feature = "test-server")]
-            Self::Crash => {}
-        }
-    }
-}
-
 pub struct InvitesActor;
 
 pub struct InvitesArgs {
     pub services: Shared,
     pub id: SessionId,
-    pub client: Option<Arc<Client>>,
-    /// The parent session, to tell its groups actor about groups joined here.
-    pub session: ActorRef<SessionMsg>,
+    pub client: Option<WaClient>,
+    pub link: Arc<SessionLink>,
 }
 
 pub struct InvitesState {
     services: Shared,
     id: SessionId,
-    name: String,
-    client: Option<Arc<Client>>,
-    session: ActorRef<SessionMsg>,
+    client: Option<WaClient>,
+    link: Arc<SessionLink>,
     links: BTreeMap<String, CachedInvite>,
     messages: Arc<AtomicU64>,
 }
 
-/// Maps a failed join or invite-info query: unknown, expired or revoked codes are `not_found`.
-fn map_invite_error(e: GroupError, timeout: Duration) -> GatewayError {
-    match e {
-        GroupError::Iq(IqError::ServerError {
-            code: 400 | 404 | 406 | 410,
-            ..
-        }) => GatewayError::NotFound("the invite code is unknown, expired or revoked".into()),
-        GroupError::InvalidRequest(m) => GatewayError::validation("code", m),
-        other => map_group_error(other, timeout, false),
-    }
-}
-
 impl InvitesState {
-    fn client(&self) -> Result<Arc<Client>> {
+    fn client(&self) -> Result<WaClient> {
         self.client.clone().ok_or(GatewayError::NotLoggedIn)
     }
 
-    fn timeout(&self) -> Duration {
-        self.services.settings.whatsapp.request_timeout
+    fn fresh(&self, fetched_at: u64) -> bool {
+        crate::group_cache::is_fresh(
+            fetched_at,
+            crate::unix_now(),
+            self.services.settings.groups.refresh_interval.as_secs(),
+        )
     }
 
-    fn fresh(&self, fetched_at: u64) -> bool {
-        crate::unix_now().saturating_sub(fetched_at)
-            < self.services.settings.groups.refresh_interval.as_secs()
+    async fn on_link(
+        &mut self,
+        jid: GroupJid,
+        result: Result<String>,
+        reply: RpcReplyPort<Result<String>>,
+    ) {
+        let store = &self.services.store;
+        match &result {
+            Ok(link) => {
+                let entry = CachedInvite {
+                    group_jid: jid.as_str().to_owned(),
+                    link: link.clone(),
+                    fetched_at: crate::unix_now(),
+                };
+                let saved = store
+                    .put_cached(CacheKind::Invites, &self.id, jid.as_str(), &entry)
+                    .await;
+                self.links.insert(jid.as_str().to_owned(), entry);
+                if let Err(e) = saved {
+                    let _ = reply.send(Err(e));
+                    return;
+                }
+            }
+            Err(GatewayError::GroupNotFound | GatewayError::NotGroupAdmin(_)) => {
+                self.links.remove(jid.as_str());
+                if let Err(e) = store
+                    .remove_cached(CacheKind::Invites, &self.id, jid.as_str())
+                    .await
+                {
+                    tracing::warn!(session = %self.id, error = %e, "could not forget an invite link");
+                }
+            }
+            Err(_) => {}
+        }
+        let _ = reply.send(result);
     }
 }
 
@@ -133,7 +133,7 @@ impl Actor for InvitesActor {
         _myself: ActorRef<Self::Msg>,
         args: InvitesArgs,
     ) -> std::result::Result<Self::State, ActorProcessingErr> {
-        let name = directory::invites_name(args.id.as_str());
+        let name = child_name(args.id.as_str(), ActorKind::Invites);
         let messages = args.services.directory.starting(&name, ActorKind::Invites);
         let links = args
             .services
@@ -145,9 +145,8 @@ impl Actor for InvitesActor {
         Ok(InvitesState {
             services: args.services,
             id: args.id,
-            name,
             client: args.client,
-            session: args.session,
+            link: args.link,
             links,
             messages,
         })
@@ -159,9 +158,12 @@ impl Actor for InvitesActor {
         state: &mut Self::State,
     ) -> std::result::Result<(), ActorProcessingErr> {
         state
-            .services
-            .directory
-            .running(&state.name, Handle::Invites(myself));
+            .link
+            .publish_child(ActorKind::Invites, Some(myself.get_cell()));
+        state.services.directory.running(
+            &child_name(state.id.as_str(), ActorKind::Invites),
+            myself.get_cell(),
+        );
         Ok(())
     }
 
@@ -189,132 +191,41 @@ impl Actor for InvitesActor {
                     let _ = reply.send(Ok(cached.link.clone()));
                     return Ok(());
                 }
-                let client = match state.client() {
-                    Ok(c) => c,
+                match state.client() {
+                    Ok(client) => {
+                        tokio::spawn(async move {
+                            let result = client.invite_link(&jid, reset).await;
+                            let _ = myself.cast(InvitesMsg::LinkFetched { jid, result, reply });
+                        });
+                    }
                     Err(e) => {
                         let _ = reply.send(Err(e));
-                        return Ok(());
                     }
-                };
-                let timeout = state.timeout();
-                tokio::spawn(async move {
-                    let result = async {
-                        let target: Jid = jid
-                            .as_str()
-                            .parse::<whatsapp_rust::Jid>()
-                            .map_err(|e| GatewayError::validation("group_jid", e.to_string()))?;
-                        match tokio::time::timeout(
-                            timeout,
-                            client.groups().get_invite_link(target, reset),
-                        )
-                        .await
-                        {
-                            Ok(Ok(link)) => Ok(link),
-                            Ok(Err(e)) => Err(map_group_error(e, timeout, false)),
-                            Err(_) => Err(GatewayError::WhatsAppTimeout(timeout)),
-                        }
-                    }
-                    .await;
-                    let _ = myself.cast(InvitesMsg::LinkFetched { jid, result, reply });
-                });
+                }
             }
             InvitesMsg::LinkFetched { jid, result, reply } => {
-                if let Ok(link) = &result {
-                    let entry = CachedInvite {
-                        group_jid: jid.as_str().to_owned(),
-                        link: link.clone(),
-                        fetched_at: crate::unix_now(),
-                    };
-                    let saved = state
-                        .services
-                        .store
-                        .put_cached(CacheKind::Invites, &state.id, jid.as_str(), &entry)
-                        .await;
-                    state.links.insert(jid.as_str().to_owned(), entry);
-                    if let Err(e) = saved {
-                        let _ = reply.send(Err(e));
-                        return Ok(());
-                    }
-                } else if matches!(
-                    result,
-                    Err(GatewayError::GroupNotFound | GatewayError::NotGroupAdmin(_))
-                ) {
-                    state.links.remove(jid.as_str());
-                    let _ = state
-                        .services
-                        .store
-                        .remove_cached(CacheKind::Invites, &state.id, jid.as_str())
-                        .await;
+                state.on_link(jid, result, reply).await;
+            }
+            InvitesMsg::Join { code, reply } => match state.client() {
+                Ok(client) => {
+                    tokio::spawn(async move {
+                        let _ = reply.send(client.join_with_invite(&code).await);
+                    });
                 }
-                let _ = reply.send(result);
-            }
-            InvitesMsg::Join { code, reply } => {
-                let client = match state.client() {
-                    Ok(c) => c,
-                    Err(e) => {
-                        let _ = reply.send(Err(e));
-                        return Ok(());
-                    }
-                };
-                let timeout = state.timeout();
-                let session = state.session.clone();
-                tokio::spawn(async move {
-                    let result = match tokio::time::timeout(
-                        timeout,
-                        client.groups().join_with_invite_code(&code),
-                    )
-                    .await
-                    {
-                        Ok(Ok(joined)) => {
-                            let raw = joined.group_jid().to_non_ad_string();
-                            GroupJid::parse(&raw).ok_or_else(|| GatewayError::WhatsApp {
-                                code: None,
-                                message: format!("WhatsApp returned an unexpected group id {raw}"),
-                            })
-                        }
-                        Ok(Err(e)) => Err(map_invite_error(e, timeout)),
-                        Err(_) => Err(GatewayError::WhatsAppTimeout(timeout)),
-                    };
-                    if let Ok(jid) = &result {
-                        let _ = session.cast(SessionMsg::Groups(GroupsMsg::Learn(jid.clone())));
-                    }
-                    let _ = reply.send(result);
-                });
-            }
-            InvitesMsg::Info { code, reply } => {
-                let client = match state.client() {
-                    Ok(c) => c,
-                    Err(e) => {
-                        let _ = reply.send(Err(e));
-                        return Ok(());
-                    }
-                };
-                let timeout = state.timeout();
-                tokio::spawn(async move {
-                    let result =
-                        match tokio::time::timeout(timeout, client.groups().get_invite_info(&code))
-                            .await
-                        {
-                            Ok(Ok(meta)) => {
-                                let g = CachedGroup::from_metadata(&meta);
-                                Ok(InviteInfoView {
-                                    participant_count: meta
-                                        .size
-                                        .map(|s| s as usize)
-                                        .unwrap_or(g.participants.len()),
-                                    jid: g.jid,
-                                    name: g.name,
-                                    topic: g.topic.unwrap_or_default(),
-                                    owner: g.owner,
-                                    created_at: g.created_at,
-                                })
-                            }
-                            Ok(Err(e)) => Err(map_invite_error(e, timeout)),
-                            Err(_) => Err(GatewayError::WhatsAppTimeout(timeout)),
-                        };
-                    let _ = reply.send(result);
-                });
-            }
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                }
+            },
+            InvitesMsg::Info { code, reply } => match state.client() {
+                Ok(client) => {
+                    tokio::spawn(async move {
+                        let _ = reply.send(client.invite_info(&code).await);
+                    });
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                }
+            },
             #[cfg(feature = "test-server")]
             InvitesMsg::Crash => panic!("crash requested through the test-only admin trigger"),
         }

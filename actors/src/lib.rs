@@ -19,21 +19,31 @@
 //!
 //! # Layout
 //!
-//! - [`gateway`]: the façade the edge calls; one typed message per request, always with a timeout.
-//! - [`supervisor`], [`session`], [`groups`], [`invites`]: one file per actor, its message enum beside it.
-//! - [`whatsapp`]: building and driving one whatsapp-rust client (connection loop, backoff, events).
+//! - [`gateway`]: the façade the edge calls; one typed method per operation, always with a
+//!   timeout. Cached group reads are served from a published snapshot, without a message.
+//! - [`supervisor`], [`session`], [`groups`], [`invites`]: one file per actor, its message enum
+//!   beside it. Actor files hold message handling; the logic they apply is in plain modules:
+//! - [`status`] (the session status machine), [`intensity`] (restart intensity),
+//!   [`group_cache`] (the group cache, notification effects, participant results).
+//! - [`whatsapp`]: the WhatsApp port, the only code that imports whatsapp-rust: the connection
+//!   loop, every operation with its timeout and per-operation error meanings, and the client's
+//!   events as the project's own [`whatsapp::WaEvent`]s.
 //! - [`store`]: the sled snapshots (session records, group and invite caches).
-//! - [`directory`]: the live tree's bookkeeping (status, restarts, failures) served to admins.
+//! - [`directory`]: the live tree's bookkeeping (untyped cells and kinds, served to admins) and
+//!   each session's [`directory::SessionLink`].
 //! - [`model`]: domain types (`SessionId`, `SessionStatus`, views) parsed once at the edge.
 
 pub mod directory;
 pub mod error;
 pub mod gateway;
+pub mod group_cache;
 pub mod groups;
+pub mod intensity;
 pub mod invites;
 pub mod model;
 pub mod session;
 pub mod settings;
+pub mod status;
 pub mod store;
 pub mod supervisor;
 pub mod whatsapp;

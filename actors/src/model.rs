@@ -59,6 +59,29 @@ pub enum SessionStatus {
 }
 
 impl SessionStatus {
+    const ALL: [Self; 8] = [
+        Self::Disconnected,
+        Self::Connecting,
+        Self::WaitingForQr,
+        Self::WaitingForPairCode,
+        Self::Connected,
+        Self::LoggedIn,
+        Self::LoggedOut,
+        Self::Failed,
+    ];
+
+    /// A one-byte code, for publishing the status through an atomic.
+    pub fn code(self) -> u8 {
+        Self::ALL.iter().position(|s| *s == self).unwrap_or(0) as u8
+    }
+
+    pub fn from_code(code: u8) -> Self {
+        Self::ALL
+            .get(usize::from(code))
+            .copied()
+            .unwrap_or(Self::Disconnected)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Disconnected => "disconnected",
@@ -186,6 +209,13 @@ mod tests {
         assert!(SessionId::parse("").is_err());
         assert!(SessionId::parse("bad id!").is_err());
         assert!(SessionId::parse(SessionId::generate().as_str()).is_ok());
+    }
+
+    #[test]
+    fn status_codes_round_trip() {
+        for status in SessionStatus::ALL {
+            assert_eq!(SessionStatus::from_code(status.code()), status);
+        }
     }
 
     #[test]

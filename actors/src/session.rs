@@ -1,10 +1,11 @@
-//! `session:<id>`: one WhatsApp session. Owns the session's one whatsapp-rust client (through
-//! [`crate::whatsapp`]), maps its events to the contract's statuses, persists the session
-//! record on every change, and supervises its `groups` and `invites` children.
+//! `session:<id>`: one WhatsApp session. Owns the session's one client (through the WhatsApp
+//! port's [`connection`](crate::whatsapp::connection)), follows its reports through the status
+//! machine in [`crate::status`], persists the session record on every change, publishes its
+//! status on its [`SessionLink`], and supervises its `groups` and `invites` children.
 //!
-//! The mailbox stays responsive: anything that waits on WhatsApp (pair codes, logout, delete)
-//! runs in a spawned task that owns the reply port, and reports back by message when the
-//! actor's state must change.
+//! The mailbox stays responsive: anything that waits on WhatsApp (pair codes, logout, delete,
+//! direct texts) runs in a spawned task that owns the reply port, and reports back by message
+//! when the actor's state must change.
 
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use std::collections::HashMap;
@@ -12,22 +13,26 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use whatsapp_rust::Client;
-use whatsapp_rust::pair_code::PairCodeOptions;
-
-use crate::directory::{self, ActorKind, Handle, NodeStatus};
+use crate::directory::{self, ActorKind, NodeStatus, SessionLink, child_name};
 use crate::error::{GatewayError, Result};
 use crate::groups::{GroupsActor, GroupsArgs, GroupsMsg};
 use crate::invites::{InvitesActor, InvitesArgs, InvitesMsg};
 use crate::model::{
-    DeviceView, PairCodeView, QrView, SentMessage, SessionId, SessionRecord, SessionStatus,
-    SessionView, StatusView, UserJid,
+    ChatJid, DeviceView, PairCodeView, QrView, SentMessage, SessionId, SessionRecord,
+    SessionStatus, SessionView, StatusView, UserJid,
 };
 use crate::services::Shared;
-use crate::whatsapp::{self, Connection, DriverExit, WaEvent};
+use crate::status::{self, Live};
+use crate::whatsapp::connection::{self, Connection, Reporter};
+use crate::whatsapp::{ConnectionExit, ConnectionReport, ReportKind, WaClient, WaEvent};
 
 /// How long a pair code stays valid on WhatsApp's side.
 const PAIR_CODE_TTL: Duration = Duration::from_secs(180);
+
+/// The stop reason an operator's restart uses: the supervisor restarts the actor right away.
+pub const RESTART_REASON: &str = "restart requested";
+/// The stop reason of a deleted session: the supervisor forgets it.
+pub const DELETED_REASON: &str = "session deleted";
 
 pub enum SessionMsg {
     Get(RpcReplyPort<Result<SessionView>>),
@@ -40,10 +45,6 @@ pub enum SessionMsg {
     Pair(String, RpcReplyPort<Result<PairCodeView>>),
     Device(RpcReplyPort<Result<DeviceView>>),
     Delete(RpcReplyPort<Result<()>>),
-    /// A request for the groups child; answered by it.
-    Groups(GroupsMsg),
-    /// A request for the invites child; answered by it.
-    Invites(InvitesMsg),
     /// Sends a text to a user (group texts go through the groups child).
     SendText {
         to: UserJid,
@@ -52,15 +53,11 @@ pub enum SessionMsg {
     },
     /// What this actor holds now, redacted, for the admin API.
     Inspect(RpcReplyPort<serde_json::Value>),
-    /// The driver of connection `generation` built its client.
-    ClientReady(u64, Arc<Client>),
-    /// An event of connection `generation`.
-    Wa(u64, WaEvent),
-    /// The driver of connection `generation` is gone, and so is its client.
-    DriverExited(u64, DriverExit),
+    /// A report of one of this session's connections.
+    Connection(ConnectionReport),
     /// Retry building a client after a failed start.
     Reconnect,
-    RestartChild(ChildKind),
+    RestartChild(ActorKind),
     /// A spawned logout finished: record it, then answer.
     LogoutDone(RpcReplyPort<Result<()>>),
     /// A spawned delete finished: stop for good.
@@ -68,12 +65,6 @@ pub enum SessionMsg {
     /// Test builds only: panic while handling a message.
     #[cfg(feature = "test-server")]
     Crash,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ChildKind {
-    Groups,
-    Invites,
 }
 
 pub struct SessionActor;
@@ -90,6 +81,7 @@ pub struct SessionState {
     id: SessionId,
     name: String,
     record: SessionRecord,
+    link: Arc<SessionLink>,
     /// What the current connection reports; meaningful while `conn` is set.
     live: SessionStatus,
     conn: Option<Connection>,
@@ -97,7 +89,7 @@ pub struct SessionState {
     pair_code: Option<(String, Instant)>,
     groups: Option<ActorRef<GroupsMsg>>,
     invites: Option<ActorRef<InvitesMsg>>,
-    children: HashMap<ActorId, ChildKind>,
+    children: HashMap<ActorId, ActorKind>,
     /// Parked after too many failures: no client, no children, until `connect`.
     failed: bool,
     /// A delete is in progress: every request answers `session_not_found`.
@@ -108,27 +100,27 @@ pub struct SessionState {
 }
 
 impl SessionState {
+    fn client(&self) -> Option<WaClient> {
+        self.conn.as_ref().and_then(|c| c.client.clone())
+    }
+
+    fn socket_alive(&self) -> bool {
+        self.conn
+            .as_ref()
+            .and_then(|c| c.client.as_ref())
+            .is_some_and(WaClient::is_connected)
+    }
+
     fn status(&self) -> SessionStatus {
-        if self.failed {
-            return SessionStatus::Failed;
-        }
-        let Some(conn) = &self.conn else {
-            return self.record.status;
-        };
-        let socket = conn.client.as_ref().is_some_and(|c| c.is_connected());
-        match self.live {
-            SessionStatus::LoggedIn if !socket => SessionStatus::Connecting,
-            SessionStatus::Connecting if socket => SessionStatus::Connected,
-            other => other,
-        }
+        let live = self.conn.as_ref().map(|_| Live {
+            reported: self.live,
+            socket_alive: self.socket_alive(),
+        });
+        status::effective(self.failed, self.record.status, live)
     }
 
     fn view(&self) -> SessionView {
         SessionView::from_record(&self.record, self.status())
-    }
-
-    fn client(&self) -> Option<Arc<Client>> {
-        self.conn.as_ref().and_then(|c| c.client.clone())
     }
 
     fn is_paired(&self) -> bool {
@@ -140,9 +132,27 @@ impl SessionState {
         self.services.store.put_session(&self.record).await
     }
 
+    async fn persist_or_log(&mut self) {
+        if let Err(e) = self.persist().await {
+            tracing::error!(session = %self.id, error = %e, "could not persist session snapshot");
+        }
+    }
+
+    fn reporter(myself: &ActorRef<SessionMsg>) -> Reporter {
+        let myself = myself.clone();
+        // A dead actor means its connection is being replaced; the driver notices on its own.
+        Arc::new(move |report| {
+            let _ = myself.cast(SessionMsg::Connection(report));
+        })
+    }
+
     fn start_connection(&mut self, myself: &ActorRef<SessionMsg>) {
         if self.conn.is_none() {
-            self.conn = Some(whatsapp::connect(&self.services, &self.id, myself.clone()));
+            self.conn = Some(connection::connect(
+                &self.services.connections,
+                self.id.as_str(),
+                Self::reporter(myself),
+            ));
             self.live = SessionStatus::Connecting;
             self.qr = None;
             self.pair_code = None;
@@ -158,7 +168,14 @@ impl SessionState {
         self.tell_children_client(None);
     }
 
-    fn tell_children_client(&self, client: Option<Arc<Client>>) {
+    /// Stops any connection a previous incarnation may have left, without waiting here.
+    fn stop_leftover_connection(&self) {
+        let services = self.services.clone();
+        let id = self.id.clone();
+        tokio::spawn(async move { services.connections.slots.stop(id.as_str()).await });
+    }
+
+    fn tell_children_client(&self, client: Option<WaClient>) {
         if let Some(g) = &self.groups {
             let _ = g.cast(GroupsMsg::ClientChanged(client.clone()));
         }
@@ -167,43 +184,41 @@ impl SessionState {
         }
     }
 
-    async fn spawn_child(&mut self, myself: &ActorRef<SessionMsg>, kind: ChildKind) {
+    async fn spawn_child(&mut self, myself: &ActorRef<SessionMsg>, kind: ActorKind) {
         let cell = myself.get_cell();
         let client = self.client();
         let result = match kind {
-            ChildKind::Groups => cell
-                .spawn_linked(
-                    None,
-                    GroupsActor,
-                    GroupsArgs {
-                        services: self.services.clone(),
-                        id: self.id.clone(),
-                        client,
-                    },
-                )
-                .await
-                .map(|(r, _)| {
-                    let id = r.get_id();
-                    self.groups = Some(r);
-                    id
-                }),
-            ChildKind::Invites => cell
-                .spawn_linked(
-                    None,
-                    InvitesActor,
-                    InvitesArgs {
-                        services: self.services.clone(),
-                        id: self.id.clone(),
-                        client,
-                        session: myself.clone(),
-                    },
-                )
-                .await
-                .map(|(r, _)| {
-                    let id = r.get_id();
-                    self.invites = Some(r);
-                    id
-                }),
+            ActorKind::Groups => {
+                let args = GroupsArgs {
+                    services: self.services.clone(),
+                    id: self.id.clone(),
+                    client,
+                    link: self.link.clone(),
+                };
+                cell.spawn_linked(None, GroupsActor, args)
+                    .await
+                    .map(|(r, _)| {
+                        let id = r.get_id();
+                        self.groups = Some(r);
+                        id
+                    })
+            }
+            ActorKind::Invites => {
+                let args = InvitesArgs {
+                    services: self.services.clone(),
+                    id: self.id.clone(),
+                    client,
+                    link: self.link.clone(),
+                };
+                cell.spawn_linked(None, InvitesActor, args)
+                    .await
+                    .map(|(r, _)| {
+                        let id = r.get_id();
+                        self.invites = Some(r);
+                        id
+                    })
+            }
+            ActorKind::Session | ActorKind::Supervisor => return,
         };
         match result {
             Ok(actor_id) => {
@@ -217,28 +232,34 @@ impl SessionState {
         }
     }
 
+    fn forget_child(&mut self, kind: ActorKind) {
+        match kind {
+            ActorKind::Groups => self.groups = None,
+            ActorKind::Invites => self.invites = None,
+            ActorKind::Session | ActorKind::Supervisor => {}
+        }
+        self.link.publish_child(kind, None);
+    }
+
     /// Too many failures: drop the client and the children, and wait for `connect`.
     async fn park_failed(&mut self, myself: &ActorRef<SessionMsg>, reason: &str) {
         tracing::error!(session = %self.id, %reason, "restart intensity exceeded; session parked as failed");
         self.failed = true;
         self.stop_connection();
-        self.groups = None;
-        self.invites = None;
+        self.forget_child(ActorKind::Groups);
+        self.forget_child(ActorKind::Invites);
         self.children.clear();
         myself
             .stop_children_and_wait(Some("session failed".into()), Some(Duration::from_secs(2)))
             .await;
-        for child in [
-            directory::groups_name(self.id.as_str()),
-            directory::invites_name(self.id.as_str()),
-        ] {
-            self.services.directory.gave_up(&child, reason);
+        for kind in [ActorKind::Groups, ActorKind::Invites] {
+            self.services
+                .directory
+                .gave_up(&child_name(self.id.as_str(), kind), reason);
         }
         self.services.directory.gave_up(&self.name, reason);
         self.record.status = SessionStatus::Failed;
-        if let Err(e) = self.persist().await {
-            tracing::error!(session = %self.id, error = %e, "could not persist failed status");
-        }
+        self.persist_or_log().await;
     }
 
     async fn revive(&mut self, myself: &ActorRef<SessionMsg>) {
@@ -252,14 +273,34 @@ impl SessionState {
         } else {
             SessionStatus::Disconnected
         };
-        self.spawn_child(myself, ChildKind::Groups).await;
-        self.spawn_child(myself, ChildKind::Invites).await;
+        self.spawn_child(myself, ActorKind::Groups).await;
+        self.spawn_child(myself, ActorKind::Invites).await;
     }
 
-    async fn on_wa_event(&mut self, event: WaEvent) {
+    async fn on_report(&mut self, myself: &ActorRef<SessionMsg>, report: ConnectionReport) {
+        let current = self
+            .conn
+            .as_ref()
+            .is_some_and(|c| c.generation == report.generation);
+        if !current {
+            return;
+        }
+        match report.kind {
+            ReportKind::ClientReady(client) => {
+                if let Some(conn) = self.conn.as_mut() {
+                    conn.client = Some(client.clone());
+                }
+                self.tell_children_client(Some(client));
+            }
+            ReportKind::Event(event) => self.on_event(event).await,
+            ReportKind::Exited(exit) => self.on_exit(myself, exit).await,
+        }
+    }
+
+    async fn on_event(&mut self, event: WaEvent) {
+        self.live = status::after_event(self.live, &event);
         match event {
             WaEvent::Qr { code, timeout } => {
-                self.live = SessionStatus::WaitingForQr;
                 self.qr = Some((code, Instant::now() + timeout));
             }
             WaEvent::QrExhausted => {
@@ -267,24 +308,17 @@ impl SessionState {
                 self.qr = None;
             }
             WaEvent::PairCode { code, timeout } => {
-                self.live = SessionStatus::WaitingForPairCode;
                 self.pair_code = Some((code, Instant::now() + timeout));
             }
-            WaEvent::PairSuccess {
-                phone,
-                lid,
-                device,
-                business_name,
-            } => {
+            WaEvent::PairSuccess(device) => {
                 tracing::info!(session = %self.id, "paired with WhatsApp");
-                self.live = SessionStatus::Connected;
                 self.qr = None;
                 self.pair_code = None;
-                self.record.phone_number = Some(phone);
-                self.record.lid = Some(lid);
-                self.record.device_id = Some(device);
-                if !business_name.is_empty() {
-                    self.record.push_name = Some(business_name);
+                self.record.phone_number = Some(device.phone);
+                self.record.lid = Some(device.lid);
+                self.record.device_id = Some(device.device);
+                if !device.business_name.is_empty() {
+                    self.record.push_name = Some(device.business_name);
                 }
                 self.record.status = SessionStatus::Connected;
                 self.persist_or_log().await;
@@ -292,22 +326,18 @@ impl SessionState {
             WaEvent::PairError(error) => {
                 tracing::warn!(session = %self.id, %error, "pairing failed");
             }
-            WaEvent::Connected => {
-                self.live = SessionStatus::LoggedIn;
+            WaEvent::Connected(identity) => {
                 self.qr = None;
                 self.pair_code = None;
-                if let Some(client) = self.client() {
-                    if let Some(pn) = client.pn() {
-                        self.record.phone_number = Some(pn.user.to_string());
-                        self.record.device_id = Some(pn.device);
-                    }
-                    if let Some(lid) = client.lid() {
-                        self.record.lid = Some(lid.to_string());
-                    }
-                    let push_name = client.push_name();
-                    if !push_name.is_empty() {
-                        self.record.push_name = Some(push_name);
-                    }
+                if let Some(phone) = identity.phone {
+                    self.record.phone_number = Some(phone);
+                    self.record.device_id = identity.device;
+                }
+                if let Some(lid) = identity.lid {
+                    self.record.lid = Some(lid);
+                }
+                if let Some(name) = identity.push_name {
+                    self.record.push_name = Some(name);
                 }
                 self.record.status = SessionStatus::LoggedIn;
                 self.record.last_connected_at = Some(crate::unix_now());
@@ -315,63 +345,53 @@ impl SessionState {
             }
             WaEvent::Disconnected(reason) => {
                 tracing::info!(session = %self.id, %reason, "disconnected from WhatsApp");
-                self.live = SessionStatus::Connecting;
             }
             WaEvent::Reconnecting(delay) => {
                 tracing::debug!(session = %self.id, ?delay, "reconnecting");
-                self.live = SessionStatus::Connecting;
             }
             WaEvent::LoggedOut(reason) => {
                 tracing::warn!(session = %self.id, %reason, "logged out by WhatsApp; credentials will be erased");
-                self.live = SessionStatus::LoggedOut;
                 self.erase_on_exit = true;
             }
-            WaEvent::GroupUpdate(event) => {
+            WaEvent::Group(note) => {
                 if let Some(g) = &self.groups {
-                    let _ = g.cast(GroupsMsg::Notification(event));
+                    let _ = g.cast(GroupsMsg::Notification(note));
                 }
             }
         }
     }
 
-    async fn persist_or_log(&mut self) {
-        if let Err(e) = self.persist().await {
-            tracing::error!(session = %self.id, error = %e, "could not persist session snapshot");
-        }
-    }
-
-    async fn on_driver_exit(&mut self, myself: &ActorRef<SessionMsg>, exit: DriverExit) {
+    async fn on_exit(&mut self, myself: &ActorRef<SessionMsg>, exit: ConnectionExit) {
         self.conn = None;
         self.qr = None;
         self.pair_code = None;
         self.tell_children_client(None);
         match exit {
-            DriverExit::LoggedOut => self.erase_on_exit = true,
-            DriverExit::ClientClosed => {
+            ConnectionExit::LoggedOut => self.erase_on_exit = true,
+            ConnectionExit::ClientClosed => {
                 // Nobody paired in time: stay offline until the operator asks again.
                 self.record.wanted_online = false;
             }
-            DriverExit::BuildFailed(e) => {
+            ConnectionExit::BuildFailed(e) => {
                 if self.record.wanted_online {
                     let delay = self.services.settings.whatsapp.reconnect_backoff_max;
                     tracing::warn!(session = %self.id, error = %e, ?delay, "retrying client start later");
                     myself.send_after(delay, || SessionMsg::Reconnect);
                 }
             }
-            DriverExit::Stopped => {}
+            ConnectionExit::Stopped => {}
         }
         if self.erase_on_exit {
             self.erase_on_exit = false;
-            if let Err(e) = whatsapp::erase_credentials(&self.services, &self.id).await {
+            let sessions_dir = self.services.settings.sessions_dir();
+            if let Err(e) =
+                crate::whatsapp::erase_credentials(&sessions_dir, self.id.as_str()).await
+            {
                 tracing::error!(session = %self.id, error = %e, "could not erase credentials");
             }
             self.mark_logged_out();
-        } else if self.record.status != SessionStatus::Failed {
-            self.record.status = if self.record.wanted_online {
-                SessionStatus::Connecting
-            } else {
-                SessionStatus::Disconnected
-            };
+        } else {
+            self.record.status = status::after_exit(self.record.status, self.record.wanted_online);
         }
         self.persist_or_log().await;
     }
@@ -394,12 +414,72 @@ impl SessionState {
             "push_name": self.record.push_name,
             "connection_generation": self.conn.as_ref().map(|c| c.generation),
             "client_ready": self.client().is_some(),
-            "socket_alive": self.client().is_some_and(|c| c.is_connected()),
+            "socket_alive": self.socket_alive(),
             "qr_pending": self.qr.is_some(),
             "pair_code_pending": self.pair_code.is_some(),
             "children": self.children.len(),
             "failed": self.failed,
         })
+    }
+
+    fn qr_view(&self) -> Result<QrView> {
+        let status = self.status();
+        match &self.qr {
+            Some((code, expires)) if status == SessionStatus::WaitingForQr => Ok(QrView {
+                qr_codes: vec![code.clone()],
+                timeout_seconds: expires.saturating_duration_since(Instant::now()).as_secs(),
+                status,
+            }),
+            _ => Err(GatewayError::NoQrPending(status.to_string())),
+        }
+    }
+
+    fn device_view(&self) -> Result<DeviceView> {
+        if self.status() != SessionStatus::LoggedIn {
+            return Err(GatewayError::NotLoggedIn);
+        }
+        Ok(DeviceView {
+            device_id: self.record.device_id,
+            phone_number: self.record.phone_number.clone(),
+            lid: self.record.lid.clone(),
+            push_name: self.record.push_name.clone(),
+        })
+    }
+
+    fn status_view(&self) -> StatusView {
+        let status = self.status();
+        StatusView {
+            status,
+            is_logged_in: status == SessionStatus::LoggedIn,
+            socket_alive: self.socket_alive(),
+            phone_number: self.record.phone_number.clone(),
+            push_name: self.record.push_name.clone(),
+        }
+    }
+
+    /// Unlinks the device (when `unlink`), stops the connection and waits for its client to be
+    /// gone, in a task; `then` runs once it is.
+    fn release_client(
+        &mut self,
+        unlink: bool,
+        then: impl FnOnce(Shared, SessionId) -> futures_util::future::BoxFuture<'static, ()>
+        + Send
+        + 'static,
+    ) {
+        let client = if unlink { self.client() } else { None };
+        self.conn = None;
+        self.tell_children_client(None);
+        let services = self.services.clone();
+        let id = self.id.clone();
+        tokio::spawn(async move {
+            if let Some(client) = client
+                && let Err(e) = client.logout().await
+            {
+                tracing::warn!(session = %id, error = %e, "unlinking the device failed; erasing its credentials anyway");
+            }
+            services.connections.slots.stop(id.as_str()).await;
+            then(services, id).await;
+        });
     }
 }
 
@@ -410,7 +490,7 @@ impl Actor for SessionActor {
 
     async fn pre_start(
         &self,
-        _myself: ActorRef<Self::Msg>,
+        myself: ActorRef<Self::Msg>,
         args: SessionArgs,
     ) -> std::result::Result<Self::State, ActorProcessingErr> {
         let SessionArgs {
@@ -427,7 +507,10 @@ impl Actor for SessionActor {
         let mut dirty = false;
         // Credentials are the truth for "paired": a snapshot never claims a pairing whose
         // keys are gone.
-        if record.phone_number.is_some() && !whatsapp::has_credentials(&services, &id) {
+        let sessions_dir = services.settings.sessions_dir();
+        if record.phone_number.is_some()
+            && !crate::whatsapp::has_credentials(&sessions_dir, id.as_str())
+        {
             tracing::warn!(session = %id, "credentials missing; a new pairing is needed");
             record.status = SessionStatus::LoggedOut;
             record.wanted_online = false;
@@ -443,11 +526,13 @@ impl Actor for SessionActor {
             record.status = SessionStatus::Failed;
             dirty = true;
         }
+        let link = Arc::new(SessionLink::new(myself.get_cell(), record.status));
         let mut state = SessionState {
             services,
             id,
             name,
             record,
+            link,
             live: SessionStatus::Connecting,
             conn: None,
             qr: None,
@@ -471,30 +556,22 @@ impl Actor for SessionActor {
         myself: ActorRef<Self::Msg>,
         state: &mut Self::State,
     ) -> std::result::Result<(), ActorProcessingErr> {
-        state
-            .services
-            .directory
-            .running(&state.name, Handle::Session(myself.clone()));
+        let directory = &state.services.directory;
+        directory.publish_link(state.id.as_str(), state.link.clone());
+        directory.running(&state.name, myself.get_cell());
         if state.failed {
-            state
-                .services
-                .directory
-                .set_status(&state.name, NodeStatus::Failed);
-            // A previous incarnation may have left a client running.
-            let services = state.services.clone();
-            let id = state.id.clone();
-            tokio::spawn(async move { services.slots.stop(&id).await });
-            return Ok(());
-        }
-        state.spawn_child(&myself, ChildKind::Groups).await;
-        state.spawn_child(&myself, ChildKind::Invites).await;
-        if state.record.wanted_online {
-            state.start_connection(&myself);
+            directory.set_status(&state.name, NodeStatus::Failed);
+            state.stop_leftover_connection();
         } else {
-            let services = state.services.clone();
-            let id = state.id.clone();
-            tokio::spawn(async move { services.slots.stop(&id).await });
+            state.spawn_child(&myself, ActorKind::Groups).await;
+            state.spawn_child(&myself, ActorKind::Invites).await;
+            if state.record.wanted_online {
+                state.start_connection(&myself);
+            } else {
+                state.stop_leftover_connection();
+            }
         }
+        state.link.publish_status(state.status());
         Ok(())
     }
 
@@ -508,7 +585,11 @@ impl Actor for SessionActor {
         myself
             .stop_children_and_wait(Some("session stopping".into()), Some(grace))
             .await;
-        let _ = tokio::time::timeout(grace, state.services.slots.stop(&state.id)).await;
+        let _ = tokio::time::timeout(
+            grace,
+            state.services.connections.slots.stop(state.id.as_str()),
+        )
+        .await;
         Ok(())
     }
 
@@ -527,275 +608,8 @@ impl Actor for SessionActor {
             reject_deleted(msg, &state.id);
             return Ok(());
         }
-        match msg {
-            SessionMsg::Get(reply) => {
-                let _ = reply.send(Ok(state.view()));
-            }
-            SessionMsg::Status(reply) => {
-                let status = state.status();
-                let _ = reply.send(Ok(StatusView {
-                    status,
-                    is_logged_in: status == SessionStatus::LoggedIn,
-                    socket_alive: state.client().is_some_and(|c| c.is_connected()),
-                    phone_number: state.record.phone_number.clone(),
-                    push_name: state.record.push_name.clone(),
-                }));
-            }
-            SessionMsg::Connect(reply) => {
-                if state.failed {
-                    state.revive(&myself).await;
-                }
-                state.record.wanted_online = true;
-                state.start_connection(&myself);
-                if state.record.status != SessionStatus::LoggedOut || state.conn.is_some() {
-                    state.record.status = SessionStatus::Connecting;
-                }
-                let result = state.persist().await.map(|()| state.status());
-                let _ = reply.send(result);
-            }
-            SessionMsg::Disconnect(reply) => {
-                state.record.wanted_online = false;
-                if state.conn.is_some() {
-                    state.stop_connection();
-                }
-                if !matches!(
-                    state.record.status,
-                    SessionStatus::LoggedOut | SessionStatus::Failed
-                ) {
-                    state.record.status = SessionStatus::Disconnected;
-                }
-                let _ = reply.send(state.persist().await);
-            }
-            SessionMsg::Logout(reply) => {
-                if !state.is_paired() {
-                    let _ = reply.send(Err(GatewayError::NotLoggedIn));
-                    return Ok(());
-                }
-                let client = state.client();
-                state.conn = None;
-                state.tell_children_client(None);
-                let services = state.services.clone();
-                let id = state.id.clone();
-                let timeout = services.settings.whatsapp.request_timeout;
-                tokio::spawn(async move {
-                    if let Some(client) = client {
-                        // Unlinks the device on WhatsApp's side (best effort while offline).
-                        if tokio::time::timeout(timeout, client.logout())
-                            .await
-                            .is_err()
-                        {
-                            tracing::warn!(session = %id, "logout request timed out; erasing credentials anyway");
-                        }
-                    }
-                    services.slots.stop(&id).await;
-                    let _ = myself.cast(SessionMsg::LogoutDone(reply));
-                });
-            }
-            SessionMsg::LogoutDone(reply) => {
-                let erased = whatsapp::erase_credentials(&state.services, &state.id).await;
-                state.mark_logged_out();
-                let persisted = state.persist().await;
-                let _ = reply.send(erased.and(persisted));
-            }
-            SessionMsg::Qr(reply) => {
-                let status = state.status();
-                let result = match &state.qr {
-                    Some((code, expires)) if status == SessionStatus::WaitingForQr => Ok(QrView {
-                        qr_codes: vec![code.clone()],
-                        timeout_seconds: expires
-                            .saturating_duration_since(Instant::now())
-                            .as_secs(),
-                        status,
-                    }),
-                    _ => Err(GatewayError::NoQrPending(status.to_string())),
-                };
-                let _ = reply.send(result);
-            }
-            SessionMsg::Pair(phone, reply) => {
-                let status = state.status();
-                if state.is_paired() || status == SessionStatus::LoggedIn {
-                    let _ = reply.send(Err(GatewayError::AlreadyLoggedIn));
-                    return Ok(());
-                }
-                let Some(client) = state.client() else {
-                    let _ = reply.send(Err(GatewayError::NotConnected(status.to_string())));
-                    return Ok(());
-                };
-                let timeout = state.services.settings.whatsapp.request_timeout;
-                tokio::spawn(async move {
-                    let result = tokio::time::timeout(timeout, async {
-                        client
-                            .wait_for_socket(timeout)
-                            .await
-                            .map_err(|e| GatewayError::NotConnected(e.to_string()))?;
-                        client
-                            .pair_with_code(PairCodeOptions {
-                                phone_number: phone,
-                                ..Default::default()
-                            })
-                            .await
-                            .map_err(|e| match e {
-                                whatsapp_rust::pair_code::PairError::RequestFailed(iq) => {
-                                    whatsapp::map_iq_error(&iq, timeout)
-                                }
-                                other => GatewayError::WhatsApp {
-                                    code: None,
-                                    message: other.to_string(),
-                                },
-                            })
-                    })
-                    .await
-                    .unwrap_or(Err(GatewayError::WhatsAppTimeout(timeout)))
-                    .map(|code| PairCodeView {
-                        code: format_pair_code(&code),
-                        timeout_seconds: PAIR_CODE_TTL.as_secs(),
-                    });
-                    let _ = reply.send(result);
-                });
-            }
-            SessionMsg::Device(reply) => {
-                let result = if state.status() == SessionStatus::LoggedIn {
-                    Ok(DeviceView {
-                        device_id: state.record.device_id,
-                        phone_number: state.record.phone_number.clone(),
-                        lid: state.record.lid.clone(),
-                        push_name: state.record.push_name.clone(),
-                    })
-                } else {
-                    Err(GatewayError::NotLoggedIn)
-                };
-                let _ = reply.send(result);
-            }
-            SessionMsg::Delete(reply) => {
-                state.deleting = true;
-                let client = if state.status() == SessionStatus::LoggedIn {
-                    state.client()
-                } else {
-                    None
-                };
-                state.conn = None;
-                let services = state.services.clone();
-                let id = state.id.clone();
-                let timeout = services.settings.whatsapp.request_timeout;
-                tokio::spawn(async move {
-                    if let Some(client) = client
-                        && tokio::time::timeout(timeout, client.logout())
-                            .await
-                            .is_err()
-                    {
-                        tracing::warn!(session = %id, "unlink on delete timed out; erasing anyway");
-                    }
-                    services.slots.stop(&id).await;
-                    let result = async {
-                        whatsapp::erase_credentials(&services, &id).await?;
-                        services.store.delete_session(&id).await
-                    }
-                    .await;
-                    if result.is_ok() {
-                        services
-                            .directory
-                            .remove_subtree(&directory::session_name(id.as_str()));
-                    }
-                    let _ = reply.send(result);
-                    let _ = myself.cast(SessionMsg::Deleted);
-                });
-            }
-            SessionMsg::Deleted => {}
-            SessionMsg::Groups(msg) => {
-                let internal = matches!(msg, GroupsMsg::Learn(_));
-                match &state.groups {
-                    Some(_) if !internal && state.status() != SessionStatus::LoggedIn => {
-                        msg.reject(GatewayError::NotLoggedIn)
-                    }
-                    Some(groups) => {
-                        let _ = groups.cast(msg);
-                    }
-                    None if state.failed => msg.reject(GatewayError::NotLoggedIn),
-                    None => msg.reject(GatewayError::Unavailable),
-                }
-            }
-            SessionMsg::Invites(msg) => match &state.invites {
-                Some(_) if state.status() != SessionStatus::LoggedIn => {
-                    msg.reject(GatewayError::NotLoggedIn)
-                }
-                Some(invites) => {
-                    let _ = invites.cast(msg);
-                }
-                None if state.failed => msg.reject(GatewayError::NotLoggedIn),
-                None => msg.reject(GatewayError::Unavailable),
-            },
-            SessionMsg::SendText { to, text, reply } => {
-                if state.status() != SessionStatus::LoggedIn {
-                    let _ = reply.send(Err(GatewayError::NotLoggedIn));
-                    return Ok(());
-                }
-                let Some(client) = state.client() else {
-                    let _ = reply.send(Err(GatewayError::NotLoggedIn));
-                    return Ok(());
-                };
-                let timeout = state.services.settings.whatsapp.request_timeout;
-                tokio::spawn(async move {
-                    let result = async {
-                        let target: whatsapp_rust::Jid = to
-                            .as_str()
-                            .parse::<whatsapp_rust::Jid>()
-                            .map_err(|e| GatewayError::validation("to", e.to_string()))?;
-                        match tokio::time::timeout(timeout, client.send_text(target, text)).await {
-                            Ok(Ok(sent)) => Ok(SentMessage {
-                                message_id: sent.message_id,
-                                timestamp: crate::unix_now(),
-                            }),
-                            Ok(Err(e)) => Err(GatewayError::WhatsApp {
-                                code: None,
-                                message: e.to_string(),
-                            }),
-                            Err(_) => Err(GatewayError::WhatsAppTimeout(timeout)),
-                        }
-                    }
-                    .await;
-                    let _ = reply.send(result);
-                });
-            }
-            SessionMsg::Inspect(reply) => {
-                let _ = reply.send(state.inspect());
-            }
-            SessionMsg::ClientReady(generation, client) => {
-                if let Some(conn) = state.conn.as_mut().filter(|c| c.generation == generation) {
-                    conn.client = Some(client.clone());
-                    state.tell_children_client(Some(client));
-                }
-            }
-            SessionMsg::Wa(generation, event) => {
-                if state
-                    .conn
-                    .as_ref()
-                    .is_some_and(|c| c.generation == generation)
-                {
-                    state.on_wa_event(event).await;
-                }
-            }
-            SessionMsg::DriverExited(generation, exit) => {
-                if state
-                    .conn
-                    .as_ref()
-                    .is_some_and(|c| c.generation == generation)
-                {
-                    state.on_driver_exit(&myself, exit).await;
-                }
-            }
-            SessionMsg::Reconnect => {
-                if state.record.wanted_online && !state.failed {
-                    state.start_connection(&myself);
-                }
-            }
-            SessionMsg::RestartChild(kind) => {
-                if !state.failed && !state.children.values().any(|k| *k == kind) {
-                    state.spawn_child(&myself, kind).await;
-                }
-            }
-            #[cfg(feature = "test-server")]
-            SessionMsg::Crash => panic!("crash requested through the test-only admin trigger"),
-        }
+        handle_message(&myself, msg, state).await;
+        state.link.publish_status(state.status());
         Ok(())
     }
 
@@ -811,18 +625,20 @@ impl Actor for SessionActor {
                     return Ok(());
                 };
                 state.forget_child(kind);
-                let child = state.child_name(kind);
+                let child = child_name(state.id.as_str(), kind);
                 let reason = err.to_string();
                 tracing::warn!(actor = %child, %reason, "actor failed");
                 state.services.directory.failed_restarting(&child, &reason);
-                if let Some(delay) = state
-                    .services
-                    .intensity
-                    .record(state.id.as_str(), &state.services.settings)
-                {
-                    myself.send_after(delay, move || SessionMsg::RestartChild(kind));
-                } else {
-                    state.park_failed(&myself, &reason).await;
+                let services = &state.services;
+                match services.intensity.record(
+                    state.id.as_str(),
+                    Instant::now(),
+                    &services.settings.supervision,
+                ) {
+                    Some(delay) => {
+                        myself.send_after(delay, move || SessionMsg::RestartChild(kind));
+                    }
+                    None => state.park_failed(&myself, &reason).await,
                 }
             }
             SupervisionEvent::ActorTerminated(cell, _, reason) => {
@@ -831,34 +647,146 @@ impl Actor for SessionActor {
                 };
                 state.forget_child(kind);
                 if reason.as_deref() == Some(RESTART_REASON) {
-                    state.services.directory.restarting(&state.child_name(kind));
+                    let child = child_name(state.id.as_str(), kind);
+                    state.services.directory.restarting(&child);
                     state.spawn_child(&myself, kind).await;
                 }
             }
             _ => {}
         }
+        state.link.publish_status(state.status());
         Ok(())
     }
 }
 
-/// The stop reason an operator's restart uses: the supervisor restarts the actor right away.
-pub const RESTART_REASON: &str = "restart requested";
-/// The stop reason of a deleted session: the supervisor forgets it.
-pub const DELETED_REASON: &str = "session deleted";
-
-impl SessionState {
-    fn child_name(&self, kind: ChildKind) -> String {
-        match kind {
-            ChildKind::Groups => directory::groups_name(self.id.as_str()),
-            ChildKind::Invites => directory::invites_name(self.id.as_str()),
+async fn handle_message(myself: &ActorRef<SessionMsg>, msg: SessionMsg, state: &mut SessionState) {
+    match msg {
+        SessionMsg::Get(reply) => {
+            let _ = reply.send(Ok(state.view()));
         }
-    }
-
-    fn forget_child(&mut self, kind: ChildKind) {
-        match kind {
-            ChildKind::Groups => self.groups = None,
-            ChildKind::Invites => self.invites = None,
+        SessionMsg::Status(reply) => {
+            let _ = reply.send(Ok(state.status_view()));
         }
+        SessionMsg::Connect(reply) => {
+            if state.failed {
+                state.revive(myself).await;
+            }
+            state.record.wanted_online = true;
+            state.start_connection(myself);
+            if state.record.status != SessionStatus::LoggedOut || state.conn.is_some() {
+                state.record.status = SessionStatus::Connecting;
+            }
+            let result = state.persist().await.map(|()| state.status());
+            let _ = reply.send(result);
+        }
+        SessionMsg::Disconnect(reply) => {
+            state.record.wanted_online = false;
+            if state.conn.is_some() {
+                state.stop_connection();
+            }
+            if !matches!(
+                state.record.status,
+                SessionStatus::LoggedOut | SessionStatus::Failed
+            ) {
+                state.record.status = SessionStatus::Disconnected;
+            }
+            let _ = reply.send(state.persist().await);
+        }
+        SessionMsg::Logout(reply) => {
+            if !state.is_paired() {
+                let _ = reply.send(Err(GatewayError::NotLoggedIn));
+                return;
+            }
+            let myself = myself.clone();
+            state.release_client(true, move |_, _| {
+                Box::pin(async move {
+                    let _ = myself.cast(SessionMsg::LogoutDone(reply));
+                })
+            });
+        }
+        SessionMsg::LogoutDone(reply) => {
+            let sessions_dir = state.services.settings.sessions_dir();
+            let erased = crate::whatsapp::erase_credentials(&sessions_dir, state.id.as_str()).await;
+            state.mark_logged_out();
+            let persisted = state.persist().await;
+            let _ = reply.send(erased.and(persisted));
+        }
+        SessionMsg::Qr(reply) => {
+            let _ = reply.send(state.qr_view());
+        }
+        SessionMsg::Pair(phone, reply) => {
+            let status = state.status();
+            if state.is_paired() || status == SessionStatus::LoggedIn {
+                let _ = reply.send(Err(GatewayError::AlreadyLoggedIn));
+                return;
+            }
+            let Some(client) = state.client() else {
+                let _ = reply.send(Err(GatewayError::NotConnected(status.to_string())));
+                return;
+            };
+            tokio::spawn(async move {
+                let result = client
+                    .request_pair_code(phone)
+                    .await
+                    .map(|code| PairCodeView {
+                        code: format_pair_code(&code),
+                        timeout_seconds: PAIR_CODE_TTL.as_secs(),
+                    });
+                let _ = reply.send(result);
+            });
+        }
+        SessionMsg::Device(reply) => {
+            let _ = reply.send(state.device_view());
+        }
+        SessionMsg::Delete(reply) => {
+            state.deleting = true;
+            let unlink = state.status() == SessionStatus::LoggedIn;
+            let myself = myself.clone();
+            state.release_client(unlink, move |services, id| {
+                Box::pin(async move {
+                    let sessions_dir = services.settings.sessions_dir();
+                    let result = async {
+                        crate::whatsapp::erase_credentials(&sessions_dir, id.as_str()).await?;
+                        services.store.delete_session(&id).await
+                    }
+                    .await;
+                    if result.is_ok() {
+                        services.directory.remove_session(id.as_str());
+                    }
+                    let _ = reply.send(result);
+                    let _ = myself.cast(SessionMsg::Deleted);
+                })
+            });
+        }
+        SessionMsg::Deleted => {}
+        SessionMsg::SendText { to, text, reply } => {
+            let client = state
+                .client()
+                .filter(|_| state.status() == SessionStatus::LoggedIn);
+            let Some(client) = client else {
+                let _ = reply.send(Err(GatewayError::NotLoggedIn));
+                return;
+            };
+            tokio::spawn(async move {
+                let _ = reply.send(client.send_text(&ChatJid::User(to), text).await);
+            });
+        }
+        SessionMsg::Inspect(reply) => {
+            let _ = reply.send(state.inspect());
+        }
+        SessionMsg::Connection(report) => state.on_report(myself, report).await,
+        SessionMsg::Reconnect => {
+            if state.record.wanted_online && !state.failed {
+                state.start_connection(myself);
+            }
+        }
+        SessionMsg::RestartChild(kind) => {
+            if !state.failed && !state.children.values().any(|k| *k == kind) {
+                state.spawn_child(myself, kind).await;
+            }
+        }
+        #[cfg(feature = "test-server")]
+        SessionMsg::Crash => panic!("crash requested through the test-only admin trigger"),
     }
 }
 
@@ -884,19 +812,27 @@ fn reject_deleted(msg: SessionMsg, id: &SessionId) {
         SessionMsg::Pair(_, r) => drop(r.send(Err(gone()))),
         SessionMsg::Device(r) => drop(r.send(Err(gone()))),
         SessionMsg::Delete(r) => drop(r.send(Err(gone()))),
-        SessionMsg::Groups(m) => m.reject(gone()),
-        SessionMsg::Invites(m) => m.reject(gone()),
         SessionMsg::SendText { reply, .. } => drop(reply.send(Err(gone()))),
         SessionMsg::Inspect(r) => {
             drop(r.send(serde_json::json!({"id": id.as_str(), "deleting": true})))
         }
-        SessionMsg::ClientReady(..)
-        | SessionMsg::Wa(..)
-        | SessionMsg::DriverExited(..)
+        SessionMsg::Connection(_)
         | SessionMsg::Reconnect
-        | SessionMsg::RestartChild(_) => {}
-        SessionMsg::Deleted => {}
+        | SessionMsg::RestartChild(_)
+        | SessionMsg::Deleted => {}
         #[cfg(feature = "test-server")]
         SessionMsg::Crash => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::format_pair_code;
+
+    #[test]
+    fn pair_codes_are_split_in_two() {
+        assert_eq!(format_pair_code("ABCDEFGH"), "ABCD-EFGH");
+        assert_eq!(format_pair_code("ABCD-EFGH"), "ABCD-EFGH");
+        assert_eq!(format_pair_code("ABC"), "ABC");
     }
 }

@@ -7,8 +7,9 @@ use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, Supervi
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 
-use crate::directory::{self, ActorKind, Handle, ROOT};
+use crate::directory::{self, ActorKind, ROOT};
 use crate::error::{GatewayError, Result};
 use crate::model::{SessionId, SessionRecord, SessionStatus, SessionView};
 use crate::services::Shared;
@@ -102,10 +103,7 @@ impl Actor for Supervisor {
         myself: ActorRef<Self::Msg>,
         state: &mut Self::State,
     ) -> std::result::Result<(), ActorProcessingErr> {
-        state
-            .services
-            .directory
-            .running(ROOT, Handle::Supervisor(myself.clone()));
+        state.services.directory.running(ROOT, myself.get_cell());
         let records = state.services.store.sessions()?;
         tracing::info!(sessions = records.len(), "restoring sessions");
         for record in records {
@@ -192,7 +190,11 @@ impl Actor for Supervisor {
                 tracing::warn!(actor = %name, %reason, "actor failed");
                 state.services.directory.failed_restarting(&name, &reason);
                 let services = &state.services;
-                let restart = services.intensity.record(id.as_str(), &services.settings);
+                let restart = services.intensity.record(
+                    id.as_str(),
+                    Instant::now(),
+                    &services.settings.supervision,
+                );
                 let within = restart.is_some();
                 let delay = restart.unwrap_or(services.settings.supervision.restart_backoff_min);
                 if !within {

@@ -1,10 +1,10 @@
 //! The one mapping of every error (edge or domain) onto the contract's status codes and its
-//! `{"error", "message"}` body, and the rejection handler that applies it.
+//! `{"error", "message"}` body. Handlers return `Result<_, ApiError>`; nothing is a warp
+//! rejection.
 
-use std::convert::Infallible;
 use std::time::Duration;
-use warp::http::StatusCode;
-use warp::{Rejection, Reply};
+use warp::Reply;
+use warp::http::{HeaderValue, Method, StatusCode, header};
 
 use wagate_actors::GatewayError;
 
@@ -12,6 +12,9 @@ use wagate_actors::GatewayError;
 pub enum ApiError {
     Unauthorized,
     Forbidden,
+    NotFound,
+    MethodNotAllowed(Vec<Method>),
+    UriTooLong(usize),
     InvalidJson(String),
     Validation { field: String, message: String },
     InvalidSessionId(String),
@@ -21,22 +24,26 @@ pub enum ApiError {
     Domain(GatewayError),
 }
 
-impl warp::reject::Reject for ApiError {}
-
 impl From<GatewayError> for ApiError {
     fn from(e: GatewayError) -> Self {
         Self::Domain(e)
     }
 }
 
-/// Turns a domain result into a warp one (the orphan rule forbids a `From` impl).
-pub trait OrReject<T> {
-    fn or_reject(self) -> Result<T, Rejection>;
+/// What an error looks like on the wire.
+struct Parts {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    retry_after: Option<Duration>,
 }
 
-impl<T> OrReject<T> for Result<T, GatewayError> {
-    fn or_reject(self) -> Result<T, Rejection> {
-        self.map_err(|e| warp::reject::custom(ApiError::Domain(e)))
+fn parts(status: StatusCode, code: &'static str, message: String) -> Parts {
+    Parts {
+        status,
+        code,
+        message,
+        retry_after: None,
     }
 }
 
@@ -48,112 +55,108 @@ impl ApiError {
         }
     }
 
-    pub fn reject(self) -> Rejection {
-        warp::reject::custom(self)
+    pub fn invalid_jid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::InvalidJid {
+            field: field.into(),
+            message: message.into(),
+        }
     }
 
-    fn parts(&self) -> (StatusCode, &'static str, String, Option<Duration>) {
+    /// The contract's code, for logs and tests.
+    pub fn code(&self) -> &'static str {
+        self.parts().code
+    }
+
+    fn parts(&self) -> Parts {
         use GatewayError as G;
+        use StatusCode as S;
         match self {
-            Self::Unauthorized => (
-                StatusCode::UNAUTHORIZED,
+            Self::Unauthorized => parts(
+                S::UNAUTHORIZED,
                 "unauthorized",
                 "missing or unknown bearer token".into(),
-                None,
             ),
-            Self::Forbidden => (
-                StatusCode::FORBIDDEN,
+            Self::Forbidden => parts(
+                S::FORBIDDEN,
                 "forbidden",
                 "this endpoint needs the admin token".into(),
-                None,
             ),
-            Self::InvalidJson(m) => (
-                StatusCode::BAD_REQUEST,
+            Self::NotFound => parts(S::NOT_FOUND, "not_found", "no such route".into()),
+            Self::MethodNotAllowed(allowed) => parts(
+                S::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                format!(
+                    "this route accepts only {}",
+                    allowed
+                        .iter()
+                        .map(Method::as_str)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ),
+            Self::UriTooLong(limit) => parts(
+                S::URI_TOO_LONG,
+                "validation",
+                format!("the request target is longer than {limit} bytes"),
+            ),
+            Self::InvalidJson(m) => parts(
+                S::BAD_REQUEST,
                 "invalid_json",
                 format!("the body is not valid JSON: {m}"),
-                None,
             ),
-            Self::Validation { field, message } => (
-                StatusCode::BAD_REQUEST,
+            Self::Validation { field, message } => parts(
+                S::BAD_REQUEST,
                 "validation",
                 format!("invalid '{field}': {message}"),
-                None,
             ),
-            Self::InvalidSessionId(m) => (
-                StatusCode::BAD_REQUEST,
-                "invalid_session_id",
-                m.clone(),
-                None,
-            ),
-            Self::InvalidJid { field, message } => (
-                StatusCode::BAD_REQUEST,
+            Self::InvalidSessionId(m) => parts(S::BAD_REQUEST, "invalid_session_id", m.clone()),
+            Self::InvalidJid { field, message } => parts(
+                S::BAD_REQUEST,
                 "invalid_jid",
                 format!("invalid '{field}': {message}"),
-                None,
             ),
-            Self::PayloadTooLarge(limit) => (
-                StatusCode::PAYLOAD_TOO_LARGE,
+            Self::PayloadTooLarge(limit) => parts(
+                S::PAYLOAD_TOO_LARGE,
                 "payload_too_large",
                 format!("the body exceeds the limit of {limit} bytes"),
-                None,
             ),
-            Self::UnsupportedMediaType => (
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::UnsupportedMediaType => parts(
+                S::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported_media_type",
                 "send the body as application/json".into(),
-                None,
             ),
             Self::Domain(e) => {
                 let message = e.to_string();
                 match e {
-                    G::SessionNotFound(_) => {
-                        (StatusCode::NOT_FOUND, "session_not_found", message, None)
+                    G::SessionNotFound(_) => parts(S::NOT_FOUND, "session_not_found", message),
+                    G::SessionExists(_) => parts(S::CONFLICT, "session_exists", message),
+                    G::NotLoggedIn | G::NotConnected(_) => {
+                        parts(S::CONFLICT, "not_logged_in", message)
                     }
-                    G::SessionExists(_) => (StatusCode::CONFLICT, "session_exists", message, None),
-                    G::NotLoggedIn => (StatusCode::CONFLICT, "not_logged_in", message, None),
-                    G::AlreadyLoggedIn => {
-                        (StatusCode::CONFLICT, "already_logged_in", message, None)
-                    }
-                    G::NoQrPending(_) => (StatusCode::CONFLICT, "no_qr_pending", message, None),
-                    G::NotConnected(_) => (StatusCode::CONFLICT, "not_connected", message, None),
-                    G::Validation { field, message } => (
-                        StatusCode::BAD_REQUEST,
+                    G::AlreadyLoggedIn => parts(S::CONFLICT, "already_logged_in", message),
+                    G::NoQrPending(_) => parts(S::CONFLICT, "no_qr_pending", message),
+                    G::Validation { field, message } => parts(
+                        S::BAD_REQUEST,
                         "validation",
                         format!("invalid '{field}': {message}"),
-                        None,
                     ),
-                    G::DescriptionConflict => {
-                        (StatusCode::CONFLICT, "description_conflict", message, None)
-                    }
-                    G::GroupNotFound => (StatusCode::NOT_FOUND, "group_not_found", message, None),
-                    G::NotFound(_) => (StatusCode::NOT_FOUND, "not_found", message, None),
-                    G::NotGroupAdmin(_) => {
-                        (StatusCode::FORBIDDEN, "not_group_admin", message, None)
-                    }
-                    G::RateLimited { retry_after } => (
-                        StatusCode::TOO_MANY_REQUESTS,
-                        "rate_limited",
-                        message,
-                        *retry_after,
-                    ),
-                    G::WhatsApp { .. } => {
-                        (StatusCode::BAD_GATEWAY, "whatsapp_error", message, None)
-                    }
-                    G::WhatsAppTimeout(_) => (
-                        StatusCode::GATEWAY_TIMEOUT,
-                        "whatsapp_timeout",
-                        message,
-                        None,
-                    ),
-                    G::Unavailable => (
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "unavailable",
-                        message,
-                        Some(Duration::from_secs(1)),
-                    ),
+                    G::DescriptionConflict => parts(S::CONFLICT, "description_conflict", message),
+                    G::GroupNotFound => parts(S::NOT_FOUND, "group_not_found", message),
+                    G::NotFound(_) => parts(S::NOT_FOUND, "not_found", message),
+                    G::NotGroupAdmin(_) => parts(S::FORBIDDEN, "not_group_admin", message),
+                    G::RateLimited { retry_after } => Parts {
+                        retry_after: *retry_after,
+                        ..parts(S::TOO_MANY_REQUESTS, "rate_limited", message)
+                    },
+                    G::WhatsApp { .. } => parts(S::BAD_GATEWAY, "whatsapp_error", message),
+                    G::WhatsAppTimeout(_) => parts(S::GATEWAY_TIMEOUT, "whatsapp_timeout", message),
+                    G::Unavailable => Parts {
+                        retry_after: Some(Duration::from_secs(1)),
+                        ..parts(S::SERVICE_UNAVAILABLE, "unavailable", message)
+                    },
                     G::Storage(_) | G::Internal(_) => {
                         tracing::error!(error = %e, "request failed on the server side");
-                        (StatusCode::INTERNAL_SERVER_ERROR, "internal", message, None)
+                        parts(S::INTERNAL_SERVER_ERROR, "internal", message)
                     }
                 }
             }
@@ -164,87 +167,58 @@ impl ApiError {
 #[derive(serde::Serialize)]
 struct ErrorBody<'a> {
     error: &'a str,
-    message: String,
-}
-
-pub fn error_reply(
-    status: StatusCode,
-    code: &str,
-    message: String,
-    retry_after: Option<Duration>,
-) -> warp::reply::Response {
-    let mut resp = warp::reply::with_status(
-        warp::reply::json(&ErrorBody {
-            error: code,
-            message,
-        }),
-        status,
-    )
-    .into_response();
-    if let Some(after) = retry_after {
-        let secs = after.as_secs().max(1).to_string();
-        if let Ok(value) = warp::http::HeaderValue::from_str(&secs) {
-            resp.headers_mut()
-                .insert(warp::http::header::RETRY_AFTER, value);
-        }
-    }
-    resp
+    message: &'a str,
 }
 
 impl Reply for ApiError {
     fn into_response(self) -> warp::reply::Response {
-        let (status, code, message, retry) = self.parts();
-        error_reply(status, code, message, retry)
+        let p = self.parts();
+        let body = ErrorBody {
+            error: p.code,
+            message: &p.message,
+        };
+        let mut resp = warp::reply::with_status(warp::reply::json(&body), p.status).into_response();
+        let headers = resp.headers_mut();
+        if let Some(after) = p.retry_after
+            && let Ok(value) = HeaderValue::from_str(&after.as_secs().max(1).to_string())
+        {
+            headers.insert(header::RETRY_AFTER, value);
+        }
+        if let Self::MethodNotAllowed(allowed) = &self {
+            let list = allowed
+                .iter()
+                .map(Method::as_str)
+                .collect::<Vec<_>>()
+                .join(", ");
+            if let Ok(value) = HeaderValue::from_str(&list) {
+                headers.insert(header::ALLOW, value);
+            }
+        }
+        resp
     }
 }
 
-/// Turns every rejection into the contract's JSON error.
-pub async fn handle_rejection(err: Rejection) -> Result<warp::reply::Response, Infallible> {
-    if let Some(e) = err.find::<ApiError>() {
-        let (status, code, message, retry) = e.parts();
-        return Ok(error_reply(status, code, message, retry));
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn method_not_allowed_names_the_methods_in_allow() {
+        let resp = ApiError::MethodNotAllowed(vec![Method::GET, Method::DELETE]).into_response();
+        assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(resp.headers()[header::ALLOW], "GET, DELETE");
     }
-    let (status, code, message) = if err.is_not_found() {
-        (
-            StatusCode::NOT_FOUND,
-            "not_found",
-            "no such route".to_owned(),
-        )
-    } else if err.find::<warp::reject::MethodNotAllowed>().is_some() {
-        (
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
-            "this route does not accept that method".to_owned(),
-        )
-    } else if let Some(e) = err.find::<warp::reject::InvalidQuery>() {
-        (
-            StatusCode::BAD_REQUEST,
-            "validation",
-            format!("invalid query string: {e}"),
-        )
-    } else if err.find::<warp::reject::UnsupportedMediaType>().is_some() {
-        (
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            "send the body as application/json".to_owned(),
-        )
-    } else if err.find::<warp::reject::PayloadTooLarge>().is_some() {
-        (
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            "the body is too large".to_owned(),
-        )
-    } else if let Some(e) = err.find::<warp::reject::InvalidHeader>() {
-        (StatusCode::BAD_REQUEST, "validation", e.to_string())
-    } else if let Some(e) = err.find::<warp::reject::MissingHeader>() {
-        (StatusCode::BAD_REQUEST, "validation", e.to_string())
-    } else {
-        tracing::error!(?err, "unhandled rejection");
-        (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "unexpected error".to_owned(),
-        )
-    };
-    Ok(error_reply(status, code, message, None))
+
+    #[test]
+    fn dropped_connections_are_not_logged_in() {
+        let e = ApiError::from(GatewayError::NotConnected("down".into()));
+        assert_eq!(e.code(), "not_logged_in");
+    }
+
+    #[test]
+    fn unavailable_asks_to_retry() {
+        let resp = ApiError::from(GatewayError::Unavailable).into_response();
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(resp.headers()[header::RETRY_AFTER], "1");
+    }
 }

@@ -2,42 +2,28 @@
 //! (Prometheus text, admin token).
 
 use std::fmt::Write;
-use warp::filters::BoxedFilter;
+use warp::Reply;
 use warp::http::StatusCode;
-use warp::{Filter, Reply};
+use warp::reply::Response;
 
-use super::{Ctx, admin_auth, json_status, with_ctx};
+use super::{Ctx, json, json_status};
 
-pub fn routes(ctx: Ctx) -> BoxedFilter<(warp::reply::Response,)> {
-    let health = warp::path!("health")
-        .and(warp::get())
-        .map(|| warp::reply::json(&serde_json::json!({"status": "ok"})));
-    let ready = warp::path!("ready")
-        .and(warp::get())
-        .and(with_ctx(ctx.clone()))
-        .map(|ctx: Ctx| {
-            if ctx.gateway.is_ready() {
-                json_status(&serde_json::json!({"status": "ready"}), StatusCode::OK)
-            } else {
-                json_status(
-                    &serde_json::json!({"status": "not_ready"}),
-                    StatusCode::SERVICE_UNAVAILABLE,
-                )
-            }
-        });
-    let metrics = warp::path!("metrics")
-        .and(warp::get())
-        .and(admin_auth(ctx.clone()))
-        .and(with_ctx(ctx))
-        .then(metrics);
-    health
-        .or(ready)
-        .or(metrics)
-        .map(Reply::into_response)
-        .boxed()
+pub fn health() -> Response {
+    json(&serde_json::json!({"status": "ok"}))
 }
 
-async fn metrics(ctx: Ctx) -> impl Reply {
+pub fn ready(ctx: &Ctx) -> Response {
+    if ctx.gateway.is_ready() {
+        json_status(&serde_json::json!({"status": "ready"}), StatusCode::OK)
+    } else {
+        json_status(
+            &serde_json::json!({"status": "not_ready"}),
+            StatusCode::SERVICE_UNAVAILABLE,
+        )
+    }
+}
+
+pub async fn metrics(ctx: &Ctx) -> Response {
     let m = ctx.gateway.metrics().await;
     let mut out = String::new();
     let _ = writeln!(out, "# HELP wagate_sessions Sessions by status.");
@@ -60,5 +46,5 @@ async fn metrics(ctx: Ctx) -> impl Reply {
     let _ = writeln!(out, "# HELP wagate_whatsapp_clients Live WhatsApp clients.");
     let _ = writeln!(out, "# TYPE wagate_whatsapp_clients gauge");
     let _ = writeln!(out, "wagate_whatsapp_clients {}", m.live_clients);
-    warp::reply::with_header(out, "content-type", "text/plain; version=0.0.4")
+    warp::reply::with_header(out, "content-type", "text/plain; version=0.0.4").into_response()
 }

@@ -1,11 +1,8 @@
-//! Request bodies and the body filter: size limit (413, also for chunked bodies), content type
-//! (415), syntax (400 `invalid_json`) and shape (400 `validation` naming the field).
+//! Request bodies and their parsing: syntax errors are 400 `invalid_json`, shape errors 400
+//! `validation` naming the field.
 
-use bytes::{Buf, BytesMut};
-use futures_util::StreamExt;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
-use warp::{Filter, Rejection};
 
 use super::errors::ApiError;
 
@@ -20,60 +17,59 @@ pub struct PairRequest {
     pub phone_number: String,
 }
 
-#[derive(Debug, Default, Deserialize)]
-pub struct QrQuery {
-    pub format: Option<String>,
+#[derive(Debug, Deserialize)]
+pub struct CreateGroup {
+    pub name: String,
+    #[serde(default)]
+    pub participants: Vec<String>,
 }
 
-/// A JSON body of type `T`, at most `limit` bytes. An empty body reads as `{}`.
-pub fn json_body<T: DeserializeOwned + Send>(
-    limit: u64,
-) -> impl Filter<Extract = (T,), Error = Rejection> + Clone {
-    warp::header::optional::<String>("content-type")
-        .and(warp::header::optional::<u64>("content-length"))
-        .and(warp::body::stream())
-        .and_then(
-            move |content_type: Option<String>, length: Option<u64>, body| async move {
-                if let Some(ct) = content_type {
-                    let mime = ct
-                        .split(';')
-                        .next()
-                        .unwrap_or("")
-                        .trim()
-                        .to_ascii_lowercase();
-                    if mime != "application/json" && !mime.ends_with("+json") {
-                        return Err(ApiError::UnsupportedMediaType.reject());
-                    }
-                }
-                if length.is_some_and(|l| l > limit) {
-                    return Err(ApiError::PayloadTooLarge(limit).reject());
-                }
-                let bytes = read_limited(body, limit).await?;
-                parse_json::<T>(&bytes).map_err(ApiError::reject)
-            },
-        )
+#[derive(Debug, Deserialize)]
+pub struct SetSubject {
+    pub subject: String,
 }
 
-async fn read_limited<S, B>(mut body: S, limit: u64) -> Result<BytesMut, Rejection>
+#[derive(Debug, Deserialize)]
+pub struct SetDescription {
+    /// Required: a text sets the description, `null` deletes it (`None` means the field was
+    /// missing).
+    #[serde(default, deserialize_with = "present")]
+    pub description: Option<Option<String>>,
+    #[serde(default)]
+    pub prev_id: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Participants {
+    pub participants: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct JoinGroup {
+    pub code: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct GroupSettings {
+    pub announce: Option<bool>,
+    pub locked: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct SendText {
+    pub to: String,
+    pub text: String,
+    #[serde(default)]
+    pub quoted_id: Option<String>,
+}
+
+/// Tells a field given as `null` (`Some(None)`) from a missing one (`None`, by `default`).
+fn present<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
 where
-    S: futures_util::Stream<Item = Result<B, warp::Error>> + Unpin,
-    B: Buf,
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
 {
-    let mut out = BytesMut::new();
-    while let Some(chunk) = body.next().await {
-        let mut chunk =
-            chunk.map_err(|e| ApiError::InvalidJson(format!("reading body: {e}")).reject())?;
-        if out.len() as u64 + chunk.remaining() as u64 > limit {
-            return Err(ApiError::PayloadTooLarge(limit).reject());
-        }
-        while chunk.has_remaining() {
-            let piece = chunk.chunk();
-            let n = piece.len();
-            out.extend_from_slice(piece);
-            chunk.advance(n);
-        }
-    }
-    Ok(out)
+    T::deserialize(deserializer).map(Some)
 }
 
 /// Parses a body, telling syntax errors (`invalid_json`) from shape errors (`validation`).
@@ -136,5 +132,15 @@ mod tests {
             "validation:body"
         );
         assert!(parse_json::<CreateSession>(b"").unwrap().id.is_none());
+    }
+
+    #[test]
+    fn a_null_description_differs_from_a_missing_one() {
+        let null = parse_json::<SetDescription>(br#"{"description": null}"#).unwrap();
+        assert_eq!(null.description, Some(None));
+        let text = parse_json::<SetDescription>(br#"{"description": "x"}"#).unwrap();
+        assert_eq!(text.description, Some(Some("x".into())));
+        let missing = parse_json::<SetDescription>(br#"{"prev_id": "a"}"#).unwrap();
+        assert_eq!(missing.description, None);
     }
 }

@@ -1,5 +1,6 @@
-//! Test harness: runs the real `wagate` binary on an ephemeral loopback port and
-//! talks to it over HTTP only.
+//! Test harness: runs wagate on an ephemeral loopback port, as the real binary (where a process
+//! boundary is under test: signals, kill -9, restarts, printed output) or in-process through
+//! `wagate::run`, and talks to it over HTTP only.
 //!
 //! Every server started here dials nothing but loopback: the WhatsApp URL points at
 //! a closed local port, so sessions stay trying to connect.
@@ -105,6 +106,14 @@ impl Reply {
         String::from_utf8_lossy(&self.bytes).into_owned()
     }
 
+    /// A response header as text.
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    }
+
     pub fn content_type(&self) -> String {
         self.headers
             .get(reqwest::header::CONTENT_TYPE)
@@ -177,25 +186,6 @@ impl Reply {
             self.describe()
         );
         body["message"].as_str().unwrap().to_string()
-    }
-
-    /// Asserts an error answer with this status and one of `codes`. Returns the code.
-    #[track_caller]
-    pub fn expect_error_in(&self, status: u16, codes: &[&str]) -> String {
-        assert_eq!(
-            self.code(),
-            status,
-            "unexpected status: {}",
-            self.describe()
-        );
-        let body = self.error_body();
-        let code = body["error"].as_str().unwrap().to_string();
-        assert!(
-            codes.contains(&code.as_str()),
-            "error code {code:?} not one of {codes:?}: {}",
-            self.describe()
-        );
-        code
     }
 
     /// Asserts the error shape (JSON, `error` and non-empty `message` strings) and returns it.
@@ -361,6 +351,8 @@ impl Api {
 pub struct Builder {
     env: BTreeMap<String, String>,
     generate_token: bool,
+    /// Run `wagate::run` inside the test's runtime instead of spawning the binary.
+    in_process: bool,
     admin_token: Option<String>,
     data_dir: Option<PathBuf>,
     config: Option<String>,
@@ -399,6 +391,14 @@ impl Builder {
     }
 
     /// Runs on this data directory instead of a fresh temporary one.
+    /// Serves from `wagate::run` in this test's runtime: no process, no start-up cost. For
+    /// tests of the edge, where no process boundary is under test (no signals, no kill -9,
+    /// no printed output).
+    pub fn in_process(mut self) -> Self {
+        self.in_process = true;
+        self
+    }
+
     pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.data_dir = Some(dir.into());
         self
@@ -422,6 +422,7 @@ impl Builder {
             _root: root,
             data_dir,
             process: None,
+            embedded: None,
             client: reqwest::Client::builder()
                 .no_proxy()
                 .timeout(REQUEST_TIMEOUT)
@@ -439,6 +440,11 @@ impl Builder {
     }
 }
 
+struct Embedded {
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: JoinHandle<()>,
+}
+
 struct Process {
     child: Child,
     stderr: Arc<Mutex<Vec<String>>>,
@@ -452,6 +458,8 @@ pub struct TestServer {
     _root: Option<Arc<tempfile::TempDir>>,
     data_dir: PathBuf,
     process: Option<Process>,
+    /// The server task and its shutdown trigger, for in-process servers.
+    embedded: Option<Embedded>,
     client: reqwest::Client,
     base: String,
     api_token: String,
@@ -530,6 +538,7 @@ impl TestServer {
         Builder {
             env: BTreeMap::new(),
             generate_token: false,
+            in_process: false,
             admin_token: None,
             data_dir: None,
             config: None,
@@ -542,7 +551,131 @@ impl TestServer {
         Self::builder().start().await
     }
 
+    /// The same, served in-process (see [`Builder::in_process`]).
+    pub async fn start_in_process() -> TestServer {
+        Self::builder().in_process().start().await
+    }
+
+    /// The configuration file the builder asked for, written once.
+    fn config_file(&mut self) -> Option<PathBuf> {
+        let text = self.builder.config.clone()?;
+        let dir = self
+            .config_dir
+            .get_or_insert_with(|| {
+                tempfile::Builder::new()
+                    .prefix("wagate-test-config-")
+                    .tempdir()
+                    .expect("create config dir")
+            })
+            .path()
+            .to_path_buf();
+        let path = dir.join("config.toml");
+        std::fs::write(&path, text).expect("write config file");
+        Some(path)
+    }
+
+    /// The loopback WhatsApp URL this server dials.
+    fn whatsapp_url(&self) -> String {
+        let url = self
+            .builder
+            .whatsapp_url
+            .clone()
+            .unwrap_or_else(|| UNREACHABLE_WHATSAPP_URL.to_string());
+        assert!(
+            url.starts_with("ws://127.0.0.1:"),
+            "tests only ever point wagate at loopback, not {url}"
+        );
+        url
+    }
+
+    async fn spawn_embedded(&mut self) {
+        assert!(self.embedded.is_none(), "server already running");
+        let mut env: Vec<(String, String)> = Vec::new();
+        if !self.builder.generate_token {
+            env.push(("WAGATE_API_TOKEN".into(), API_TOKEN.into()));
+        }
+        if let Some(admin) = &self.builder.admin_token {
+            env.push(("WAGATE_ADMIN_TOKEN".into(), admin.clone()));
+        }
+        env.extend(self.builder.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+        env.push(("WAGATE_WHATSAPP_URL".into(), self.whatsapp_url()));
+        let overrides = wagate::config::Overrides {
+            config: self.config_file(),
+            listen: Some("127.0.0.1:0".parse().expect("loopback address")),
+            data_dir: Some(self.data_dir.clone()),
+        };
+        let config = wagate::config::Config::load(&overrides, env).expect("test configuration");
+        let token_path = config.api_token_path();
+        // A runtime of its own, as a process would have: the server shuts down gracefully when
+        // the test drops it, whatever the test's runtime is doing by then.
+        let (shutdown, stop) = tokio::sync::oneshot::channel::<()>();
+        let (bound_tx, bound_rx) = tokio::sync::oneshot::channel::<std::net::SocketAddr>();
+        let thread = std::thread::Builder::new()
+            .name("wagate-in-process".into())
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()
+                    .expect("server runtime");
+                runtime.block_on(async move {
+                    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                        .await
+                        .expect("bind loopback");
+                    let _ = bound_tx.send(listener.local_addr().expect("local address"));
+                    let stopped = async {
+                        let _ = stop.await;
+                    };
+                    if let Err(e) = wagate::run(config, listener, stopped).await {
+                        panic!("in-process wagate failed: {e}");
+                    }
+                });
+                runtime.shutdown_timeout(Duration::from_secs(1));
+            })
+            .expect("spawn server thread");
+        let addr = bound_rx.await.expect("the server bound its listener");
+        self.embedded = Some(Embedded {
+            shutdown: Some(shutdown),
+            thread,
+        });
+        self.base = format!("http://{addr}");
+        self.api_token = if self.builder.generate_token {
+            wait_for(Duration::from_secs(10), || async {
+                std::fs::read_to_string(&token_path)
+                    .ok()
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty())
+            })
+            .await
+            .expect("a generated api-token file")
+        } else {
+            API_TOKEN.to_string()
+        };
+        // Served once the edge answers.
+        let health = self.url("/health");
+        let up = wait_until(STARTUP_TIMEOUT, || async {
+            self.client.get(&health).send().await.is_ok()
+        })
+        .await;
+        assert!(up, "in-process wagate did not answer /health");
+    }
+
+    /// Stops an in-process server gracefully and waits (bounded) for it.
+    pub async fn shutdown_embedded(&mut self) {
+        let mut embedded = self.embedded.take().expect("an in-process server");
+        if let Some(tx) = embedded.shutdown.take() {
+            let _ = tx.send(());
+        }
+        let deadline = Instant::now() + EXIT_TIMEOUT;
+        while !embedded.thread.is_finished() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     async fn spawn(&mut self) {
+        if self.builder.in_process {
+            return self.spawn_embedded().await;
+        }
         assert!(self.process.is_none(), "server already running");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_wagate"));
         let cwd = self
@@ -558,19 +691,7 @@ impl TestServer {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        if let Some(text) = &self.builder.config {
-            let dir = self
-                .config_dir
-                .get_or_insert_with(|| {
-                    tempfile::Builder::new()
-                        .prefix("wagate-test-config-")
-                        .tempdir()
-                        .expect("create config dir")
-                })
-                .path()
-                .to_path_buf();
-            let path = dir.join("config.toml");
-            std::fs::write(&path, text).expect("write config file");
+        if let Some(path) = self.config_file() {
             cmd.arg("--config").arg(path);
         }
         // Nothing from the caller's environment may redirect the server.
@@ -594,16 +715,7 @@ impl TestServer {
         }
         // The test's own settings win, except the WhatsApp URL: always loopback (a simulator
         // the test started, or nothing at all).
-        let url = self
-            .builder
-            .whatsapp_url
-            .clone()
-            .unwrap_or_else(|| UNREACHABLE_WHATSAPP_URL.to_string());
-        assert!(
-            url.starts_with("ws://127.0.0.1:"),
-            "tests only ever point wagate at loopback, not {url}"
-        );
-        cmd.env("WAGATE_WHATSAPP_URL", url);
+        cmd.env("WAGATE_WHATSAPP_URL", self.whatsapp_url());
 
         let mut child = cmd.spawn().expect("spawn wagate binary");
         let stderr = Arc::new(Mutex::new(Vec::new()));
@@ -713,7 +825,10 @@ impl TestServer {
     }
 
     fn make(&self, prefix: &'static str, token: Option<&str>) -> Api {
-        assert!(self.process.is_some(), "server is not running");
+        assert!(
+            self.process.is_some() || self.embedded.is_some(),
+            "server is not running"
+        );
         Api {
             client: self.client.clone(),
             base: self.base.clone(),
@@ -750,6 +865,10 @@ impl TestServer {
     // --- process control -----------------------------------------------------------
 
     pub fn pid(&self) -> u32 {
+        assert!(
+            self.embedded.is_none(),
+            "an in-process server has no pid of its own"
+        );
         self.process
             .as_ref()
             .expect("server is not running")
@@ -758,6 +877,9 @@ impl TestServer {
     }
 
     pub fn is_running(&mut self) -> bool {
+        if let Some(embedded) = &self.embedded {
+            return !embedded.thread.is_finished();
+        }
         match self.process.as_mut() {
             Some(p) => p.child.try_wait().unwrap().is_none(),
             None => false,
@@ -948,6 +1070,11 @@ impl TestServer {
 
 impl Drop for TestServer {
     fn drop(&mut self) {
+        if let Some(mut embedded) = self.embedded.take()
+            && let Some(tx) = embedded.shutdown.take()
+        {
+            let _ = tx.send(());
+        }
         if let Some(mut p) = self.process.take() {
             let _ = p.child.kill();
             let _ = p.child.wait();
@@ -1060,8 +1187,9 @@ pub fn is_valid_session_id(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
-/// Statuses a session may show when WhatsApp is unreachable and it wants to be online.
-pub const OFFLINE_TRYING: &[&str] = &["connecting", "disconnected"];
+/// The status a session shows while WhatsApp is unreachable and it wants to be online: it
+/// keeps trying, so it is never `disconnected` (that is a session that gave up or was told to).
+pub const OFFLINE_TRYING: &[&str] = &["connecting"];
 
 /// Every status the contract defines for a session.
 pub const SESSION_STATUSES: &[&str] = &[

@@ -1,92 +1,43 @@
-//! The port to WhatsApp: builds a session's whatsapp-rust client over its SQLite credential
-//! store, drives its connection loop (our own exponential backoff with jitter, bounded
-//! concurrent attempts), and turns client events into [`SessionMsg::Wa`] messages.
+//! Building and driving a session's client: its credential store, its connection loop (our own
+//! exponential backoff with jitter, bounded concurrent attempts), and the translation of its
+//! events into [`ConnectionReport`]s for the session that owns it.
 //!
 //! At most one live client per session, ever: every connection lives in a [`ClientSlots`]
 //! entry that outlives the session actor, and a new connection first stops and awaits the
 //! previous one (also when the previous owner crashed).
 
-use ractor::ActorRef;
 use std::collections::HashMap;
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
-use tokio::sync::{Notify, OwnedSemaphorePermit, watch};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
 
 use whatsapp_rust::Client;
+use whatsapp_rust::TokioRuntime;
 use whatsapp_rust::bot::Bot;
 use whatsapp_rust::http::UreqHttpClient;
 use whatsapp_rust::store::SqliteStore;
 use whatsapp_rust::transport::TokioWebSocketTransportFactory;
-use whatsapp_rust::types::events::{Event, EventHandler};
-use whatsapp_rust::{IqError, TokioRuntime};
+use whatsapp_rust::types::events::{Event, EventHandler, GroupUpdate};
+use whatsapp_rust::wacore::stanza::groups::{GroupNotificationAction, GroupParticipantInfo};
 
-use crate::error::GatewayError;
-use crate::model::SessionId;
-use crate::services::Shared;
-use crate::session::SessionMsg;
-use crate::settings::backoff;
+use super::events::{
+    ConnectionExit, ConnectionReport, GroupChange, GroupNotification, PairedDevice, ReportKind,
+    WaEvent,
+};
+use super::{WaClient, credentials_db, credentials_dir};
+use crate::settings::{WhatsAppSettings, backoff};
 
 /// How long stopping a client may take before its task is aborted.
 const STOP_GRACE: Duration = Duration::from_secs(8);
 
 static GENERATIONS: AtomicU64 = AtomicU64::new(1);
 
-/// What the session actor learns from its client.
-#[derive(Debug, Clone)]
-pub enum WaEvent {
-    Qr {
-        code: String,
-        timeout: Duration,
-    },
-    QrExhausted,
-    PairCode {
-        code: String,
-        timeout: Duration,
-    },
-    PairSuccess {
-        phone: String,
-        lid: String,
-        device: u16,
-        business_name: String,
-    },
-    PairError(String),
-    Connected,
-    Disconnected(String),
-    LoggedOut(String),
-    Reconnecting(Duration),
-    /// A group notification (w:gp2) for the groups actor.
-    GroupUpdate(Arc<Event>),
-}
-
-/// Where a session's client keeps its credentials.
-pub fn credentials_dir(services: &Shared, id: &SessionId) -> PathBuf {
-    services.settings.sessions_dir().join(id.as_str())
-}
-
-fn credentials_db(services: &Shared, id: &SessionId) -> PathBuf {
-    credentials_dir(services, id).join("whatsapp.db")
-}
-
-/// Whether a credential store exists for the session (pairing data may be inside).
-pub fn has_credentials(services: &Shared, id: &SessionId) -> bool {
-    credentials_db(services, id).exists()
-}
-
-/// Deletes the session's credential store. Call only once its client is stopped.
-pub async fn erase_credentials(services: &Shared, id: &SessionId) -> Result<(), GatewayError> {
-    let dir = credentials_dir(services, id);
-    match tokio::fs::remove_dir_all(&dir).await {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(GatewayError::Storage(format!(
-            "could not erase credentials of session {id}: {e}"
-        ))),
-    }
-}
+/// Where a connection's reports go (the owning session's mailbox).
+pub type Reporter = Arc<dyn Fn(ConnectionReport) + Send + Sync>;
 
 /// One running (or stopping) connection of a session.
 struct Slot {
@@ -122,20 +73,20 @@ impl ClientSlots {
     }
 
     /// Stops the session's connection, if any, and waits until its client is gone.
-    pub async fn stop(&self, id: &SessionId) {
-        let slot = self.lock().remove(id.as_str());
+    pub async fn stop(&self, session: &str) {
+        let slot = self.lock().remove(session);
         if let Some(slot) = slot {
             slot.stop_and_wait().await;
         }
     }
 
-    fn forget(&self, id: &SessionId, generation: u64) {
+    fn forget(&self, session: &str, generation: u64) {
         let mut slots = self.lock();
         if slots
-            .get(id.as_str())
+            .get(session)
             .is_some_and(|s| s.generation == generation)
         {
-            slots.remove(id.as_str());
+            slots.remove(session);
         }
     }
 
@@ -144,35 +95,46 @@ impl ClientSlots {
     }
 }
 
+/// What a connection needs from the process: where credentials live, how to reach WhatsApp,
+/// the slots and the limiter on concurrent connection attempts.
+#[derive(Clone)]
+pub struct ConnectionEnv {
+    pub sessions_dir: PathBuf,
+    pub whatsapp: WhatsAppSettings,
+    pub slots: Arc<ClientSlots>,
+    pub connect_permits: Arc<Semaphore>,
+}
+
 /// The session actor's handle on its current connection.
 pub struct Connection {
     pub generation: u64,
-    pub client: Option<Arc<Client>>,
+    pub client: Option<WaClient>,
     stop: Arc<Notify>,
 }
 
 impl Connection {
-    /// Asks the connection to stop; `SessionMsg::DriverExited` follows once the client is gone.
+    /// Asks the connection to stop; an `Exited` report follows once the client is gone.
     pub fn request_stop(&self) {
         self.stop.notify_one();
     }
 }
 
-/// Starts a new connection for the session. The previous connection, if any, is stopped and
+/// Starts a new connection for `session`. The previous connection, if any, is stopped and
 /// awaited by the new driver before it builds its client.
-pub fn connect(services: &Shared, id: &SessionId, actor: ActorRef<SessionMsg>) -> Connection {
+pub fn connect(env: &ConnectionEnv, session: &str, report: Reporter) -> Connection {
     let generation = GENERATIONS.fetch_add(1, Ordering::Relaxed);
     let stop = Arc::new(Notify::new());
     let (done_tx, done_rx) = watch::channel(false);
-    let previous = services.slots.lock().remove(id.as_str());
+    let previous = env.slots.lock().remove(session);
     let driver = Driver {
-        services: services.clone(),
-        id: id.clone(),
+        env: env.clone(),
+        session: session.to_owned(),
         generation,
-        actor,
+        report,
         stop: stop.clone(),
         flags: Arc::new(Flags::default()),
         permit: Arc::new(Mutex::new(None)),
+        client: Arc::new(OnceLock::new()),
     };
     let task = tokio::spawn(async move {
         if let Some(previous) = previous {
@@ -181,8 +143,8 @@ pub fn connect(services: &Shared, id: &SessionId, actor: ActorRef<SessionMsg>) -
         driver.run().await;
         let _ = done_tx.send(true);
     });
-    services.slots.lock().insert(
-        id.as_str().to_owned(),
+    env.slots.lock().insert(
+        session.to_owned(),
         Slot {
             generation,
             stop: stop.clone(),
@@ -213,15 +175,64 @@ fn release(permit: &PermitCell) {
 
 struct Forwarder {
     generation: u64,
-    actor: ActorRef<SessionMsg>,
+    report: Reporter,
     flags: Arc<Flags>,
     permit: PermitCell,
+    client: Arc<OnceLock<WaClient>>,
 }
 
 impl Forwarder {
     fn send(&self, event: WaEvent) {
-        // A dead actor means its connection is being replaced; the driver notices on its own.
-        let _ = self.actor.cast(SessionMsg::Wa(self.generation, event));
+        (self.report)(ConnectionReport {
+            generation: self.generation,
+            kind: ReportKind::Event(event),
+        });
+    }
+}
+
+fn user_of(p: &GroupParticipantInfo) -> String {
+    p.phone_number.as_ref().unwrap_or(&p.jid).to_non_ad_string()
+}
+
+fn users(list: &[GroupParticipantInfo]) -> Vec<String> {
+    list.iter().map(user_of).collect()
+}
+
+/// whatsapp-rust's group notification in the project's terms.
+fn group_notification(update: &GroupUpdate) -> GroupNotification {
+    let change = match &update.action {
+        GroupNotificationAction::Add { participants, .. } => {
+            GroupChange::Added(users(participants))
+        }
+        GroupNotificationAction::Remove { participants, .. } => {
+            GroupChange::Removed(users(participants))
+        }
+        GroupNotificationAction::Promote { participants } => {
+            GroupChange::Promoted(users(participants))
+        }
+        GroupNotificationAction::Demote { participants } => {
+            GroupChange::Demoted(users(participants))
+        }
+        GroupNotificationAction::Subject { subject, .. } => GroupChange::Subject(subject.clone()),
+        GroupNotificationAction::Description { id, description } => GroupChange::Description {
+            id: id.clone(),
+            text: description.clone(),
+        },
+        GroupNotificationAction::Locked { .. } => GroupChange::Locked(true),
+        GroupNotificationAction::Unlocked => GroupChange::Locked(false),
+        GroupNotificationAction::Announce => GroupChange::Announce(true),
+        GroupNotificationAction::NotAnnounce => GroupChange::Announce(false),
+        _ => GroupChange::Other,
+    };
+    GroupNotification {
+        group: update.group_jid.to_non_ad_string(),
+        author: update
+            .participant_pn
+            .as_ref()
+            .or(update.participant.as_ref())
+            .map(|j| j.to_non_ad_string()),
+        timestamp: u64::try_from(update.timestamp.timestamp()).unwrap_or(0),
+        change,
     }
 }
 
@@ -245,18 +256,23 @@ impl EventHandler for Forwarder {
             }
             Event::PairSuccess(ps) => {
                 self.flags.pair_success.store(true, Ordering::SeqCst);
-                self.send(WaEvent::PairSuccess {
+                self.send(WaEvent::PairSuccess(PairedDevice {
                     phone: ps.id.user.to_string(),
                     lid: ps.lid.to_string(),
                     device: ps.id.device,
                     business_name: ps.business_name.clone(),
-                });
+                }));
             }
             Event::PairError(pe) => self.send(WaEvent::PairError(pe.error.clone())),
             Event::Connected(_) => {
                 release(&self.permit);
                 self.flags.connected.store(true, Ordering::SeqCst);
-                self.send(WaEvent::Connected);
+                let identity = self
+                    .client
+                    .get()
+                    .map(WaClient::identity)
+                    .unwrap_or_default();
+                self.send(WaEvent::Connected(identity));
             }
             Event::Disconnected(d) => self.send(WaEvent::Disconnected(format!("{:?}", d.reason))),
             Event::LoggedOut(lo) => {
@@ -264,35 +280,33 @@ impl EventHandler for Forwarder {
                 self.flags.logged_out.store(true, Ordering::SeqCst);
                 self.send(WaEvent::LoggedOut(format!("{:?}", lo.reason)));
             }
-            Event::GroupUpdate(_) => self.send(WaEvent::GroupUpdate(event.clone())),
+            Event::GroupUpdate(update) => self.send(WaEvent::Group(group_notification(update))),
             _ => {}
         }
     }
 }
 
 struct Driver {
-    services: Shared,
-    id: SessionId,
+    env: ConnectionEnv,
+    session: String,
     generation: u64,
-    actor: ActorRef<SessionMsg>,
+    report: Reporter,
     stop: Arc<Notify>,
     flags: Arc<Flags>,
     permit: PermitCell,
-}
-
-/// Why a driver ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DriverExit {
-    Stopped,
-    LoggedOut,
-    /// The client shut itself down (e.g. nobody scanned any of its QR codes).
-    ClientClosed,
-    BuildFailed(String),
+    client: Arc<OnceLock<WaClient>>,
 }
 
 impl Driver {
+    fn report(&self, kind: ReportKind) {
+        (self.report)(ConnectionReport {
+            generation: self.generation,
+            kind,
+        });
+    }
+
     async fn build(&self) -> Result<(Bot, Arc<Client>), String> {
-        let dir = credentials_dir(&self.services, &self.id);
+        let dir = credentials_dir(&self.env.sessions_dir, &self.session);
         tokio::fs::create_dir_all(&dir)
             .await
             .map_err(|e| format!("creating {}: {e}", dir.display()))?;
@@ -301,12 +315,12 @@ impl Driver {
             use std::os::unix::fs::PermissionsExt;
             let _ = tokio::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).await;
         }
-        let db = credentials_db(&self.services, &self.id);
+        let db = credentials_db(&self.env.sessions_dir, &self.session);
         let db = db.to_str().ok_or("credential path is not UTF-8")?;
         let backend = SqliteStore::new(db)
             .await
             .map_err(|e| format!("opening credential store: {e}"))?;
-        let wa = &self.services.settings.whatsapp;
+        let wa = &self.env.whatsapp;
         let bot = Bot::builder()
             .with_backend(backend)
             .with_transport_factory(TokioWebSocketTransportFactory::new().with_url(wa.url.clone()))
@@ -315,9 +329,10 @@ impl Driver {
             .with_version(wa.version)
             .with_event_handler(Forwarder {
                 generation: self.generation,
-                actor: self.actor.clone(),
+                report: self.report.clone(),
                 flags: self.flags.clone(),
                 permit: self.permit.clone(),
+                client: self.client.clone(),
             })
             .skip_history_sync()
             .build()
@@ -330,7 +345,7 @@ impl Driver {
     }
 
     async fn acquire_permit(&self) -> bool {
-        let permits = self.services.connect_permits.clone();
+        let permits = self.env.connect_permits.clone();
         tokio::select! {
             permit = permits.acquire_owned() => {
                 *self.permit.lock().unwrap_or_else(|p| p.into_inner()) = permit.ok();
@@ -343,33 +358,31 @@ impl Driver {
     async fn run(self) {
         let exit = match self.build().await {
             Ok((bot, client)) => {
-                let _ = self
-                    .actor
-                    .cast(SessionMsg::ClientReady(self.generation, client.clone()));
+                let port = WaClient::new(client.clone(), self.env.whatsapp.request_timeout);
+                let _ = self.client.set(port.clone());
+                self.report(ReportKind::ClientReady(port));
                 let exit = self.connection_loop(bot, &client).await;
                 // Flushes the device state (keys, pairing) to the credential store.
                 let _ = tokio::time::timeout(STOP_GRACE, client.disconnect()).await;
                 exit
             }
             Err(e) => {
-                tracing::error!(session = %self.id, error = %e, "could not start WhatsApp client");
-                DriverExit::BuildFailed(e)
+                tracing::error!(session = %self.session, error = %e, "could not start WhatsApp client");
+                ConnectionExit::BuildFailed(e)
             }
         };
         release(&self.permit);
-        self.services.slots.forget(&self.id, self.generation);
-        let _ = self
-            .actor
-            .cast(SessionMsg::DriverExited(self.generation, exit));
+        self.env.slots.forget(&self.session, self.generation);
+        self.report(ReportKind::Exited(exit));
     }
 
-    async fn connection_loop(&self, bot: Bot, client: &Arc<Client>) -> DriverExit {
-        let settings = &self.services.settings.whatsapp;
+    async fn connection_loop(&self, bot: Bot, client: &Arc<Client>) -> ConnectionExit {
+        let settings = &self.env.whatsapp;
         let mut bot = Some(bot);
         let mut failures: u32 = 0;
         loop {
             if !self.acquire_permit().await {
-                return DriverExit::Stopped;
+                return ConnectionExit::Stopped;
             }
             // The first attempt runs inside the bot's own task (it wires the event handlers and
             // background workers); later attempts re-enter the same client's run loop.
@@ -387,17 +400,17 @@ impl Driver {
             };
             release(&self.permit);
             if stopped {
-                return DriverExit::Stopped;
+                return ConnectionExit::Stopped;
             }
             if self.flags.logged_out.load(Ordering::SeqCst) {
-                return DriverExit::LoggedOut;
+                return ConnectionExit::LoggedOut;
             }
             if self.flags.pair_success.swap(false, Ordering::SeqCst) {
                 // The server restarts the stream after pairing (515): log in right away.
                 continue;
             }
             if client.shutdown_signal().is_fired() {
-                return DriverExit::ClientClosed;
+                return ConnectionExit::ClientClosed;
             }
             if self.flags.connected.swap(false, Ordering::SeqCst) {
                 failures = 0;
@@ -408,53 +421,11 @@ impl Driver {
                 settings.reconnect_backoff_max,
             );
             failures = failures.saturating_add(1);
-            let _ = self.actor.cast(SessionMsg::Wa(
-                self.generation,
-                WaEvent::Reconnecting(delay),
-            ));
+            self.report(ReportKind::Event(WaEvent::Reconnecting(delay)));
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
-                _ = self.stop.notified() => return DriverExit::Stopped,
+                _ = self.stop.notified() => return ConnectionExit::Stopped,
             }
         }
-    }
-}
-
-/// Maps a failed WhatsApp request onto the domain error.
-pub fn map_iq_error(e: &IqError, timeout: Duration) -> GatewayError {
-    match e {
-        IqError::Timeout => GatewayError::WhatsAppTimeout(timeout),
-        IqError::NotConnected | IqError::Disconnected(_) | IqError::InternalChannelClosed => {
-            GatewayError::NotConnected("the connection to WhatsApp dropped".into())
-        }
-        IqError::ServerError {
-            code,
-            text,
-            backoff,
-            ..
-        } => map_server_error(
-            *code,
-            text,
-            backoff.map(|s| Duration::from_secs(u64::from(s))),
-        ),
-        other => GatewayError::WhatsApp {
-            code: None,
-            message: other.to_string(),
-        },
-    }
-}
-
-/// Maps a WhatsApp error code onto the domain error.
-pub fn map_server_error(code: u16, text: &str, retry_after: Option<Duration>) -> GatewayError {
-    match code {
-        401 | 403 => GatewayError::NotGroupAdmin(format!("{code} {text}")),
-        404 => GatewayError::GroupNotFound,
-        429 => GatewayError::RateLimited {
-            retry_after: retry_after.or(Some(Duration::from_secs(60))),
-        },
-        _ => GatewayError::WhatsApp {
-            code: Some(code),
-            message: text.to_owned(),
-        },
     }
 }

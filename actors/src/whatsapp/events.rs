@@ -1,0 +1,108 @@
+//! What a session learns from its WhatsApp connection, in the project's own types: the port
+//! translates whatsapp-rust's events into these, so nothing past the port sees the client's.
+
+use std::time::Duration;
+
+use super::WaClient;
+
+/// One event of a session's connection.
+#[derive(Debug, Clone)]
+pub enum WaEvent {
+    /// A QR code to show; WhatsApp rotates it after `timeout`.
+    Qr {
+        code: String,
+        timeout: Duration,
+    },
+    /// Nobody scanned any of the QR codes in time.
+    QrExhausted,
+    /// A pair code to type on the phone.
+    PairCode {
+        code: String,
+        timeout: Duration,
+    },
+    PairSuccess(PairedDevice),
+    PairError(String),
+    /// Logged in; the identity is read from the client at that moment.
+    Connected(Identity),
+    Disconnected(String),
+    LoggedOut(String),
+    /// The connection dropped and is retried after this delay.
+    Reconnecting(Duration),
+    /// A group notification (w:gp2).
+    Group(GroupNotification),
+}
+
+/// The device a pairing created.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PairedDevice {
+    pub phone: String,
+    pub lid: String,
+    pub device: u16,
+    pub business_name: String,
+}
+
+/// Who this session is on WhatsApp, as the client knows after login.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Identity {
+    pub phone: Option<String>,
+    pub device: Option<u16>,
+    pub lid: Option<String>,
+    pub push_name: Option<String>,
+}
+
+/// A change to one group, pushed by WhatsApp. Users are JIDs without device
+/// (`628…@s.whatsapp.net`, or `…@lid` when WhatsApp gave no phone number).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupNotification {
+    pub group: String,
+    /// The participant who made the change, when WhatsApp names one.
+    pub author: Option<String>,
+    /// Unix seconds.
+    pub timestamp: u64,
+    pub change: GroupChange,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GroupChange {
+    Added(Vec<String>),
+    Removed(Vec<String>),
+    Promoted(Vec<String>),
+    Demoted(Vec<String>),
+    Subject(String),
+    Description {
+        id: String,
+        text: Option<String>,
+    },
+    Announce(bool),
+    Locked(bool),
+    /// Anything else (creation, ephemeral settings, membership requests, …): the group's
+    /// metadata should be read again.
+    Other,
+}
+
+/// What a connection reports to the session that owns it; `generation` tells the current
+/// connection's reports from those of one being replaced.
+#[derive(Debug)]
+pub struct ConnectionReport {
+    pub generation: u64,
+    pub kind: ReportKind,
+}
+
+#[derive(Debug)]
+pub enum ReportKind {
+    /// The client is built; requests can be made through it once it is logged in.
+    ClientReady(WaClient),
+    Event(WaEvent),
+    /// The connection is gone, and so is its client.
+    Exited(ConnectionExit),
+}
+
+/// Why a connection ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConnectionExit {
+    Stopped,
+    LoggedOut,
+    /// The client shut itself down (e.g. nobody scanned any of its QR codes).
+    ClientClosed,
+    BuildFailed(String),
+}

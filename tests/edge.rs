@@ -1,0 +1,166 @@
+//! The edge's routing and parsing, in-process: 405 with `Allow`, literal paths before JIDs,
+//! the bearer scheme, query flags, required fields, oversized targets and bodies. Each answer
+//! is the contract's JSON.
+
+mod common;
+
+use common::*;
+use reqwest::Method;
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn wrong_method_is_405_naming_the_allowed_methods() {
+    let srv = TestServer::start_in_process().await;
+    for (method, path, allow) in [
+        (Method::PATCH, "/sessions/a", "GET, DELETE"),
+        (Method::PUT, "/sessions", "POST, GET"),
+        (Method::GET, "/sessions/a/groups/join", "POST"),
+        (Method::POST, "/sessions/a/groups/invite-info", "GET"),
+        (
+            Method::PUT,
+            "/sessions/a/groups/120363000000000001@g.us/participants",
+            "POST, DELETE",
+        ),
+    ] {
+        let r = srv.api().call(method.clone(), path).await;
+        r.expect_error(405, "method_not_allowed");
+        assert_eq!(r.header("allow").as_deref(), Some(allow), "{method} {path}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn literal_group_paths_are_never_read_as_group_jids() {
+    let srv = TestServer::start_in_process().await;
+    srv.create_session("a", "A").await;
+    // Not logged in: the route was found and its input accepted, so the session answers.
+    srv.api()
+        .post_json("/sessions/a/groups/join", &json!({"code": "AbCdEfGhIjK"}))
+        .await
+        .expect_error(409, "not_logged_in");
+    srv.api()
+        .get("/sessions/a/groups/invite-info?code=AbCdEfGhIjK")
+        .await
+        .expect_error(409, "not_logged_in");
+    srv.api()
+        .get("/sessions/a/groups/not-a-jid")
+        .await
+        .expect_error(400, "invalid_jid");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_bearer_scheme_is_case_insensitive() {
+    let srv = TestServer::start_in_process().await;
+    for scheme in ["bearer", "BEARER", "Bearer"] {
+        let r = srv
+            .api()
+            .send(
+                srv.client()
+                    .get(srv.url("/api/v1/sessions"))
+                    .header("authorization", format!("{scheme} {API_TOKEN}")),
+            )
+            .await;
+        r.expect(200);
+    }
+    srv.anon()
+        .send(
+            srv.client()
+                .get(srv.url("/api/v1/sessions"))
+                .header("authorization", format!("Basic {API_TOKEN}")),
+        )
+        .await
+        .expect_error(401, "unauthorized");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn boolean_flags_accept_true_false_one_zero_only() {
+    let srv = TestServer::start_in_process().await;
+    srv.create_session("a", "A").await;
+    for flag in ["true", "false", "1", "0"] {
+        srv.api()
+            .get(&format!("/sessions/a/groups?refresh={flag}"))
+            .await
+            .expect_error(409, "not_logged_in");
+    }
+    for (path, name) in [
+        ("/sessions/a/groups?refresh=yes", "refresh"),
+        (
+            "/sessions/a/groups/120363000000000001@g.us/invite-link?reset=maybe",
+            "reset",
+        ),
+    ] {
+        let message = srv.api().get(path).await.expect_error(400, "validation");
+        assert!(message.contains(name), "{message}");
+        assert!(message.contains("true, false, 1 or 0"), "{message}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_description_change_needs_the_description_field() {
+    let srv = TestServer::start_in_process().await;
+    srv.create_session("a", "A").await;
+    let path = "/sessions/a/groups/120363000000000001@g.us/description";
+    for body in [
+        json!({}),
+        json!({"prev_id": null}),
+        json!({"prev_id": "abc"}),
+    ] {
+        let message = srv
+            .api()
+            .send(srv.api().request(Method::PUT, path).json(&body))
+            .await
+            .expect_error(400, "validation");
+        assert!(message.contains("description"), "{body}: {message}");
+    }
+    // `null` is a deletion: accepted, and refused only because the session is offline.
+    srv.api()
+        .send(
+            srv.api()
+                .request(Method::PUT, path)
+                .json(&json!({"description": null})),
+        )
+        .await
+        .expect_error(409, "not_logged_in");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_overlong_target_is_414_json() {
+    let srv = TestServer::start_in_process().await;
+    let long = "a".repeat(9 * 1024);
+    srv.api()
+        .get(&format!("/sessions/{long}"))
+        .await
+        .expect_error(414, "validation");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_oversized_upload_gets_413_and_the_connection_stays_usable() {
+    let srv = TestServer::start_in_process().await;
+    let api = srv.api();
+    for _ in 0..3 {
+        api.post_raw(
+            "/sessions",
+            "application/json",
+            format!("{{\"name\":\"{}\"}}", "x".repeat(2 * DEFAULT_BODY_LIMIT)).into_bytes(),
+        )
+        .await
+        .expect_error(413, "payload_too_large");
+        api.get("/sessions").await.expect(200);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unknown_routes_are_404_json_whatever_the_token() {
+    let srv = TestServer::start_in_process().await;
+    srv.api()
+        .get("/nothing/here")
+        .await
+        .expect_error(404, "not_found");
+    srv.anon()
+        .get("/nothing/here")
+        .await
+        .expect_error(404, "not_found");
+    srv.root(None)
+        .get("/favicon.ico")
+        .await
+        .expect_error(404, "not_found");
+}
