@@ -1,0 +1,807 @@
+//! Ratio benchmark against `wa-sim`, in one run:
+//!
+//! 1. Cached group reads (`GET …/groups` and `GET …/groups/{jid}/info`) under an HTTP load of
+//!    32 keep-alive connections, against a bare warp server started here that checks the same
+//!    bearer token and serializes the same JSON per request. wagate runs twice: with its default
+//!    log level (a line per request) and without warp's per-request lines.
+//! 2. Group text throughput (`POST …/messages/text`, 16 in flight) against a bare
+//!    whatsapp-rust client paired to the same simulator, sending to a group of the same size;
+//!    once with the in-memory store the simulator's tests use, once with the SQLite store
+//!    wagate uses. Every side's texts are counted in a member's inbox at the simulator.
+//!
+//! Prints figures and ratios; asserts nothing about speed.
+//! Run: `cargo bench --features test-server --bench ratios`.
+//!
+//! Everything binds and dials 127.0.0.1 only. The bare server and the bare clients run on their
+//! own runtime (as wagate runs in its own process); the load generator and the simulator run on
+//! the bench's main runtime.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+#[path = "../tests/wa-sim/tests/common/mod.rs"]
+mod wa;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::sim::Sim;
+use common::*;
+use http_body_util::{BodyExt, Empty};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+use subtle::ConstantTimeEq;
+use warp::Filter;
+use whatsapp_rust::wacore::iq::groups::{GroupCreateOptions, GroupParticipantOptions};
+
+/// Concurrent keep-alive connections of the read load.
+const CONNECTIONS: usize = 32;
+const WARM_UP: Duration = Duration::from_secs(1);
+const MEASURE: Duration = Duration::from_secs(5);
+/// Texts sent per side, and how many are in flight at once.
+const SENDS: usize = 2000;
+const SENDS_IN_FLIGHT: usize = 16;
+/// Sequential texts per side before measuring (sender keys, sessions, device lists).
+const WARM_SENDS: usize = 5;
+/// Sim-only members besides the sending account.
+const MEMBERS: usize = 4;
+
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+const SEND_TIMEOUT: Duration = Duration::from_secs(30);
+const PAIRING: Duration = Duration::from_secs(60);
+/// The whole run; past it a watchdog kills wagate and exits.
+const OVERALL: Duration = Duration::from_secs(600);
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn pct(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn ratio(a: f64, b: f64) -> f64 {
+    if b > 0.0 { a / b } else { 0.0 }
+}
+
+// ---------------------------------------------------------------------------
+// HTTP load generator: hyper 1 client connections, one request in flight each
+// ---------------------------------------------------------------------------
+
+#[derive(Default)]
+struct Load {
+    ok: u64,
+    other_status: u64,
+    errors: u64,
+    body_len: usize,
+    latencies: Vec<Duration>,
+}
+
+impl Load {
+    fn rps(&self) -> f64 {
+        self.ok as f64 / MEASURE.as_secs_f64()
+    }
+
+    fn line(&self, what: &str) -> String {
+        format!(
+            "  {what:<28} {:>9.0} req/s   p50 {:>6.3} ms   p99 {:>6.3} ms   ({} ok, {} non-200, {} errors, {} B bodies)",
+            self.rps(),
+            ms(pct(&self.latencies, 0.5)),
+            ms(pct(&self.latencies, 0.99)),
+            self.ok,
+            self.other_status,
+            self.errors,
+            self.body_len
+        )
+    }
+}
+
+async fn connect(addr: SocketAddr) -> Option<SendRequest<Empty<Bytes>>> {
+    let stream = tokio::time::timeout(REQUEST_TIMEOUT, tokio::net::TcpStream::connect(addr))
+        .await
+        .ok()?
+        .ok()?;
+    stream.set_nodelay(true).ok()?;
+    let (sender, conn) = tokio::time::timeout(
+        REQUEST_TIMEOUT,
+        hyper::client::conn::http1::handshake(TokioIo::new(stream)),
+    )
+    .await
+    .ok()?
+    .ok()?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "load connection ended");
+        }
+    });
+    Some(sender)
+}
+
+async fn load_worker(
+    addr: SocketAddr,
+    path: Arc<str>,
+    auth: Arc<str>,
+    measure_from: Instant,
+    end: Instant,
+) -> Load {
+    let host = addr.to_string();
+    let mut load = Load::default();
+    let mut sender = None;
+    while Instant::now() < end {
+        let Some(s) = sender.as_mut() else {
+            sender = connect(addr).await;
+            if sender.is_none() {
+                load.errors += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            continue;
+        };
+        let req = hyper::Request::get(&*path)
+            .header(hyper::header::HOST, &host)
+            .header(hyper::header::AUTHORIZATION, &*auth)
+            .body(Empty::<Bytes>::new())
+            .expect("request builds");
+        let t0 = Instant::now();
+        let res = tokio::time::timeout(REQUEST_TIMEOUT, async {
+            s.ready().await?;
+            let resp = s.send_request(req).await?;
+            let status = resp.status();
+            let body = resp.into_body().collect().await?.to_bytes();
+            Ok::<_, hyper::Error>((status, body.len()))
+        })
+        .await;
+        let t1 = Instant::now();
+        let counted = t0 >= measure_from && t1 <= end;
+        match res {
+            Ok(Ok((status, len))) => {
+                if !counted {
+                    continue;
+                }
+                if status == hyper::StatusCode::OK {
+                    load.ok += 1;
+                    load.body_len = len;
+                    load.latencies.push(t1 - t0);
+                } else {
+                    load.other_status += 1;
+                }
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "load request failed");
+                load.errors += 1;
+                sender = None;
+            }
+            Err(_) => {
+                tracing::warn!("load request timed out");
+                load.errors += 1;
+                sender = None;
+            }
+        }
+    }
+    load
+}
+
+/// `CONNECTIONS` keep-alive connections, each sending `GET path` back to back for
+/// `WARM_UP + MEASURE`; counts the 200s completed inside the measured window.
+async fn load(addr: SocketAddr, path: &str, token: &str) -> Load {
+    let path: Arc<str> = path.into();
+    let auth: Arc<str> = format!("Bearer {token}").into();
+    let measure_from = Instant::now() + WARM_UP;
+    let end = measure_from + MEASURE;
+    let workers: Vec<_> = (0..CONNECTIONS)
+        .map(|_| {
+            tokio::spawn(load_worker(
+                addr,
+                path.clone(),
+                auth.clone(),
+                measure_from,
+                end,
+            ))
+        })
+        .collect();
+    let mut total = Load::default();
+    for w in workers {
+        let w = tokio::time::timeout(WARM_UP + MEASURE + REQUEST_TIMEOUT * 3, w)
+            .await
+            .expect("load worker finishes")
+            .expect("load worker does not panic");
+        total.ok += w.ok;
+        total.other_status += w.other_status;
+        total.errors += w.errors;
+        total.body_len = total.body_len.max(w.body_len);
+        total.latencies.extend(w.latencies);
+    }
+    total.latencies.sort();
+    total
+}
+
+// ---------------------------------------------------------------------------
+// The bare warp server
+// ---------------------------------------------------------------------------
+
+#[derive(Debug)]
+struct Unauthorized;
+impl warp::reject::Reject for Unauthorized {}
+
+/// The same check as wagate: `Bearer <token>`, compared in constant time.
+fn bearer(token: Arc<str>) -> impl Filter<Extract = (), Error = warp::Rejection> + Clone {
+    warp::header::optional::<String>("authorization")
+        .and_then(move |header: Option<String>| {
+            let token = token.clone();
+            async move {
+                let ok: bool = header
+                    .as_deref()
+                    .and_then(|h| h.strip_prefix("Bearer "))
+                    .map(str::trim)
+                    .map(|t| t.as_bytes().ct_eq(token.as_bytes()).into())
+                    .unwrap_or(false);
+                if ok {
+                    Ok(())
+                } else {
+                    Err(warp::reject::custom(Unauthorized))
+                }
+            }
+        })
+        .untuple_one()
+}
+
+/// Serializes `value` afresh, as a handler building its answer would.
+fn json_reply(value: &Value) -> warp::http::Response<Vec<u8>> {
+    let body = serde_json::to_vec(value).expect("JSON serializes");
+    let mut res = warp::http::Response::new(body);
+    res.headers_mut().insert(
+        warp::http::header::CONTENT_TYPE,
+        warp::http::HeaderValue::from_static("application/json"),
+    );
+    res
+}
+
+fn bare_routes(
+    token: Arc<str>,
+    list: Arc<Value>,
+    info: Arc<Value>,
+) -> impl Filter<Extract = (impl warp::Reply,), Error = Infallible> + Clone {
+    let list = warp::path!("api" / "v1" / "sessions" / String / "groups")
+        .and(warp::get())
+        .and(bearer(token.clone()))
+        .map(move |_session: String| json_reply(&list));
+    let info = warp::path!("api" / "v1" / "sessions" / String / "groups" / String / "info")
+        .and(warp::get())
+        .and(bearer(token))
+        .map(move |_session: String, _jid: String| json_reply(&info));
+    list.or(info).recover(|_| async {
+        Ok::<_, Infallible>(warp::reply::with_status(
+            "unauthorized",
+            warp::http::StatusCode::UNAUTHORIZED,
+        ))
+    })
+}
+
+/// Starts the bare server on `rt`, on 127.0.0.1 only. Returns its address and its stop switch.
+async fn start_bare_server(
+    rt: &tokio::runtime::Runtime,
+    token: &str,
+    list: Value,
+    info: Value,
+) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
+    let routes = bare_routes(token.into(), Arc::new(list), Arc::new(info));
+    rt.spawn(async move {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+            .await
+            .expect("bind the bare server on loopback");
+        let addr = listener.local_addr().expect("bare server address");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(
+            warp::serve(routes)
+                .incoming(listener)
+                .graceful(async move {
+                    let _ = stopped.await;
+                })
+                .run(),
+        );
+        (addr, stop)
+    })
+    .await
+    .expect("bare server starts")
+}
+
+// ---------------------------------------------------------------------------
+// Group texts
+// ---------------------------------------------------------------------------
+
+#[derive(Default)]
+struct Sends {
+    ok: usize,
+    failed: usize,
+    /// Until every call returned.
+    returned: Duration,
+    /// Until every call returned and the simulator had routed every message.
+    elapsed: Duration,
+    routed: u64,
+    latencies: Vec<Duration>,
+}
+
+impl Sends {
+    /// Texts per second that reached the simulator.
+    fn per_sec(&self) -> f64 {
+        ratio(self.ok as f64, self.elapsed.as_secs_f64())
+    }
+
+    fn line(&self, what: &str, delivered: usize) -> String {
+        format!(
+            "  {what:<29} {:>7.0} sends/s  p50 {:>5.2} ms  p99 {:>6.2} ms  ({} ok, {} failed; returned {:.3} s, at the sim {:.3} s, {} routed; a member got {delivered}/{})",
+            self.per_sec(),
+            ms(pct(&self.latencies, 0.5)),
+            ms(pct(&self.latencies, 0.99)),
+            self.ok,
+            self.failed,
+            self.returned.as_secs_f64(),
+            self.elapsed.as_secs_f64(),
+            self.routed,
+            SENDS + WARM_SENDS
+        )
+    }
+}
+
+/// Polls the simulator's count of routed messages (1 ms apart, 30 s at most) until it reaches
+/// `want`; returns the last count.
+async fn wait_routed<R, RFut>(routed: &R, want: u64) -> u64
+where
+    R: Fn() -> RFut,
+    RFut: std::future::Future<Output = u64>,
+{
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let n = routed().await;
+        if n >= want || Instant::now() >= deadline {
+            return n;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// Runs `send(i)` for i in 0..SENDS with SENDS_IN_FLIGHT at once (each with SEND_TIMEOUT), then
+/// waits until the simulator has routed them all: `routed` reads its count, `base` before.
+async fn run_sends<F, Fut, R, RFut>(send: F, routed: R, base: u64) -> Sends
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<(), String>> + Send,
+    R: Fn() -> RFut,
+    RFut: std::future::Future<Output = u64>,
+{
+    let send = Arc::new(send);
+    let next = Arc::new(AtomicUsize::new(0));
+    let start = Instant::now();
+    let workers: Vec<_> = (0..SENDS_IN_FLIGHT)
+        .map(|_| {
+            let send = send.clone();
+            let next = next.clone();
+            tokio::spawn(async move {
+                let mut part = Sends::default();
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= SENDS {
+                        break part;
+                    }
+                    let t = Instant::now();
+                    match tokio::time::timeout(SEND_TIMEOUT, send(i)).await {
+                        Ok(Ok(())) => {
+                            part.ok += 1;
+                            part.latencies.push(t.elapsed());
+                        }
+                        Ok(Err(e)) => {
+                            tracing::warn!(error = %e, "send failed");
+                            part.failed += 1;
+                        }
+                        Err(_) => {
+                            tracing::warn!("send timed out");
+                            part.failed += 1;
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut total = Sends::default();
+    for w in workers {
+        let part = tokio::time::timeout(SEND_TIMEOUT * (SENDS as u32 + 1), w)
+            .await
+            .expect("send worker finishes")
+            .expect("send worker does not panic");
+        total.ok += part.ok;
+        total.failed += part.failed;
+        total.latencies.extend(part.latencies);
+    }
+    total.returned = start.elapsed();
+    let n = wait_routed(&routed, base + total.ok as u64).await;
+    total.elapsed = start.elapsed();
+    total.routed = n.saturating_sub(base);
+    if total.routed < total.ok as u64 {
+        tracing::warn!(
+            routed = total.routed,
+            ok = total.ok,
+            "the simulator did not route every text that was reported sent"
+        );
+    }
+    total.latencies.sort();
+    total
+}
+
+async fn wagate_text(api: Api, path: Arc<str>, gid: Arc<str>, i: usize) -> Result<(), String> {
+    let body = json!({"to": &*gid, "text": format!("wagate bench {i}")});
+    let reply = api
+        .send(api.request(reqwest::Method::POST, &path).json(&body))
+        .await;
+    if reply.code() == 200 {
+        Ok(())
+    } else {
+        Err(format!("{} {}", reply.code(), reply.text()))
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Set-up
+// ---------------------------------------------------------------------------
+
+/// A wagate server paired by QR through the simulator, with one group of `members`.
+struct Wagate {
+    server: TestServer,
+    gid: String,
+}
+
+impl Wagate {
+    async fn start(sim: &Sim, rust_log: &str, phone: &str, members: &[String]) -> Wagate {
+        let server = TestServer::builder()
+            .whatsapp_url(sim.url())
+            .env("RUST_LOG", rust_log)
+            .start()
+            .await;
+        let api = server.api();
+        api.post_json("/sessions", &json!({"id": SESSION}))
+            .await
+            .expect(201);
+        let qr = wait_for(Duration::from_secs(20), || async {
+            let r = api.get(&format!("/sessions/{SESSION}/qr")).await;
+            (r.code() == 200).then(|| r.json())
+        })
+        .await
+        .expect("a QR code");
+        sim.post_ok(
+            "/scan-qr",
+            json!({"qr": qr["qr_codes"][0], "phone_number": phone, "push_name": phone}),
+        )
+        .await;
+        let ok = wait_until(PAIRING, || async {
+            api.get(&format!("/sessions/{SESSION}")).await.json()["status"] == "logged_in"
+        })
+        .await;
+        assert!(ok, "wagate session logged in\n{}", server.output());
+        let participants: Vec<String> = members
+            .iter()
+            .map(|p| format!("{p}@s.whatsapp.net"))
+            .collect();
+        let gid = api
+            .post_json(
+                &format!("/sessions/{SESSION}/groups"),
+                &json!({"name": "Bench", "participants": participants}),
+            )
+            .await
+            .expect(200)["group_jid"]
+            .as_str()
+            .expect("group_jid")
+            .to_string();
+        Wagate { server, gid }
+    }
+
+    fn addr(&self) -> SocketAddr {
+        let addr: SocketAddr = self
+            .server
+            .base_url()
+            .strip_prefix("http://")
+            .and_then(|a| a.parse().ok())
+            .expect("wagate listens on a socket address");
+        assert!(addr.ip().is_loopback());
+        addr
+    }
+
+    fn list_path(&self) -> String {
+        format!("/api/v1/sessions/{SESSION}/groups")
+    }
+
+    fn info_path(&self) -> String {
+        format!("/api/v1/sessions/{SESSION}/groups/{}/info", self.gid)
+    }
+}
+
+/// A bare whatsapp-rust client over `backend`, built like the simulator's own tests build theirs
+/// and paired by QR; creates a group of `members`, sends `WARM_SENDS` texts one by one, then
+/// `SENDS` with `SENDS_IN_FLIGHT` in flight. Returns the figures and the group JID.
+async fn bare_texts(
+    sim: &wa_sim::SimHandle,
+    backend: Arc<dyn whatsapp_rust::wacore::store::traits::Backend>,
+    phone: &str,
+    members: &[String],
+) -> (Sends, String) {
+    let bare = wa::spawn_client(sim, backend, Some(phone)).await;
+    let qr = wa::next_qr(&bare.events).await;
+    let (status, reply) = wa::post(
+        sim,
+        "/scan-qr",
+        json!({"qr": qr, "phone_number": phone, "push_name": phone}),
+    )
+    .await;
+    assert_eq!(status, 200, "scan-qr: {reply}");
+    wa::wait_connected(&bare.events, PAIRING).await;
+    let client = bare.handle.client();
+    let created = tokio::time::timeout(
+        SEND_TIMEOUT,
+        client.groups().create_group(
+            GroupCreateOptions::builder()
+                .subject("Bare")
+                .participants(
+                    members
+                        .iter()
+                        .map(|p| GroupParticipantOptions::new(wa::pn_jid(p)))
+                        .collect(),
+                )
+                .build(),
+        ),
+    )
+    .await
+    .expect("bare group created in time")
+    .expect("bare group created");
+    assert_eq!(created.metadata.participants.len(), members.len() + 1);
+    let gid = created.metadata.id.clone();
+    let routed = || async {
+        wa::stats(sim).await["messages_routed"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    let base = routed().await;
+    for i in 0..WARM_SENDS {
+        tokio::time::timeout(
+            SEND_TIMEOUT,
+            client.send_text(gid.clone(), format!("bare bench {}", SENDS + i)),
+        )
+        .await
+        .expect("bare warm-up text in time")
+        .expect("bare warm-up text");
+    }
+    let base = wait_routed(&routed, base + WARM_SENDS as u64).await;
+    let sends = {
+        let (client, gid) = (client.clone(), gid.clone());
+        run_sends(
+            move |i| {
+                let (client, gid) = (client.clone(), gid.clone());
+                async move {
+                    client
+                        .send_text(gid, format!("bare bench {i}"))
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| e.to_string())
+                }
+            },
+            routed,
+            base,
+        )
+        .await
+    };
+    if tokio::time::timeout(Duration::from_secs(5), bare.handle.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("bare client did not stop within 5 s");
+    }
+    (sends, gid.to_string())
+}
+
+/// Texts of `chat` in a sim-only member's inbox, polled until `want` arrived or the count has
+/// not moved for 2 s (30 s at most).
+async fn delivered(sim: &Sim, phone: &str, chat: &str, want: usize) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (mut last, mut since) = (usize::MAX, Instant::now());
+    loop {
+        let inbox = sim.get_ok(&format!("/accounts/{phone}/messages")).await;
+        let n = inbox
+            .as_array()
+            .map(|a| a.iter().filter(|m| m["chat"] == chat).count())
+            .unwrap_or(0);
+        if n != last {
+            (last, since) = (n, Instant::now());
+        }
+        if n >= want || since.elapsed() >= Duration::from_secs(2) || Instant::now() >= deadline {
+            return n;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Kills the wagate servers and ends the process if the run takes longer than `OVERALL`.
+fn watchdog(pids: Vec<u32>) {
+    std::thread::spawn(move || {
+        std::thread::sleep(OVERALL);
+        tracing::error!("benchmark took longer than {OVERALL:?}; stopping");
+        for pid in pids {
+            let _ = std::process::Command::new("kill")
+                .arg("-9")
+                .arg(pid.to_string())
+                .status();
+        }
+        std::process::exit(2);
+    });
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,ratios=info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+const SESSION: &str = "bench";
+/// wagate's default log level, as the shipped `config.toml` sets it: a line per request.
+const LOG_DEFAULT: &str = "info";
+/// The same without warp's per-request lines.
+const LOG_NO_REQUESTS: &str = "info,warp::filters::trace=warn";
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() {
+    init_logging();
+    let bare_rt = tokio::runtime::Builder::new_multi_thread()
+        .thread_name("bare")
+        .enable_all()
+        .build()
+        .expect("bare runtime");
+    let sim = Sim::start().await;
+    let members: Vec<String> = (0..MEMBERS).map(|i| format!("62899000001{i:02}")).collect();
+    for phone in &members {
+        sim.user(phone).await;
+    }
+    let inbox = members.last().expect("members").clone();
+
+    let wagate = Wagate::start(&sim, LOG_DEFAULT, "6289900000001", &members).await;
+    let quiet = Wagate::start(&sim, LOG_NO_REQUESTS, "6289900000003", &members).await;
+    watchdog(vec![wagate.server.pid(), quiet.server.pid()]);
+    tracing::info!("wagate sessions logged in, groups created");
+    let api = wagate.server.api();
+    // Warm the caches, and capture the bodies the bare server will serialize.
+    let list_body = api
+        .get(&format!("/sessions/{SESSION}/groups"))
+        .await
+        .expect(200);
+    let info_body = api
+        .get(&format!("/sessions/{SESSION}/groups/{}/info", wagate.gid))
+        .await
+        .expect(200);
+    quiet
+        .server
+        .api()
+        .get(&format!("/sessions/{SESSION}/groups/{}/info", quiet.gid))
+        .await
+        .expect(200);
+    let queries = |s: &Value| {
+        s["group_queries"][&wagate.gid].as_u64().unwrap_or(0)
+            + s["group_queries"][&quiet.gid].as_u64().unwrap_or(0)
+    };
+    let queries_before = queries(&sim.stats().await);
+    let (bare_addr, bare_stop) = start_bare_server(&bare_rt, API_TOKEN, list_body, info_body).await;
+    assert!(bare_addr.ip().is_loopback());
+
+    // --- 1. cached group reads --------------------------------------------------------------
+    tracing::info!("read load: wagate");
+    let w_list = load(wagate.addr(), &wagate.list_path(), API_TOKEN).await;
+    let w_info = load(wagate.addr(), &wagate.info_path(), API_TOKEN).await;
+    tracing::info!("read load: wagate without request log lines");
+    let q_list = load(quiet.addr(), &quiet.list_path(), API_TOKEN).await;
+    let q_info = load(quiet.addr(), &quiet.info_path(), API_TOKEN).await;
+    tracing::info!("read load: bare warp");
+    let b_list = load(bare_addr, &wagate.list_path(), API_TOKEN).await;
+    let b_info = load(bare_addr, &wagate.info_path(), API_TOKEN).await;
+    let queries_during = queries(&sim.stats().await).saturating_sub(queries_before);
+    let _ = bare_stop.send(());
+    drop(quiet);
+
+    // --- 2. group texts ---------------------------------------------------------------------
+    let text_path: Arc<str> = format!("/sessions/{SESSION}/messages/text").into();
+    let gid: Arc<str> = wagate.gid.as_str().into();
+    let routed = || async { sim.stats().await["messages_routed"].as_u64().unwrap_or(0) };
+    let base = routed().await;
+    for i in 0..WARM_SENDS {
+        wagate_text(api.clone(), text_path.clone(), gid.clone(), SENDS + i)
+            .await
+            .expect("warm-up text through wagate");
+    }
+    let base = wait_routed(&routed, base + WARM_SENDS as u64).await;
+    tracing::info!("text load: wagate");
+    let w_sends = {
+        let (api, path, gid) = (api.clone(), text_path.clone(), gid.clone());
+        run_sends(
+            move |i| wagate_text(api.clone(), path.clone(), gid.clone(), i),
+            routed,
+            base,
+        )
+        .await
+    };
+    let w_delivered = delivered(&sim, &inbox, &wagate.gid, SENDS + WARM_SENDS).await;
+
+    // The bare clients run on their own runtime, as wagate's runs in its own process.
+    let handle = &sim.handle;
+    tracing::info!("text load: bare client, in-memory store");
+    let (b_sends, b_gid) = tokio::task::block_in_place(|| {
+        bare_rt.block_on(bare_texts(
+            handle,
+            wa::new_backend(),
+            "6289900000002",
+            &members,
+        ))
+    });
+    let b_delivered = delivered(&sim, &inbox, &b_gid, SENDS + WARM_SENDS).await;
+    tracing::info!("text load: bare client, SQLite store");
+    let store_dir = tempfile::Builder::new()
+        .prefix("wagate-bench-store-")
+        .tempdir()
+        .expect("store dir");
+    let db = store_dir.path().join("whatsapp.db");
+    let (s_sends, s_gid) = tokio::task::block_in_place(|| {
+        bare_rt.block_on(async {
+            let store = whatsapp_rust::store::SqliteStore::new(db.to_str().expect("UTF-8 path"))
+                .await
+                .expect("SQLite store");
+            bare_texts(handle, Arc::new(store), "6289900000004", &members).await
+        })
+    });
+    let s_delivered = delivered(&sim, &inbox, &s_gid, SENDS + WARM_SENDS).await;
+
+    println!("wagate ratio benchmark (wa-sim, everything on 127.0.0.1)");
+    println!(
+        "cached group reads: {CONNECTIONS} keep-alive connections, {}s warm-up, {}s measured",
+        WARM_UP.as_secs(),
+        MEASURE.as_secs()
+    );
+    println!("{}", w_list.line("wagate GET groups"));
+    println!("{}", q_list.line("  same, no request log lines"));
+    println!("{}", b_list.line("bare warp GET groups"));
+    println!("{}", w_info.line("wagate GET …/{jid}/info"));
+    println!("{}", q_info.line("  same, no request log lines"));
+    println!("{}", b_info.line("bare warp GET …/info"));
+    println!("  WhatsApp group queries during the reads: {queries_during}");
+    println!(
+        "  ratio wagate/bare  list {:.3}   info {:.3}   (target >= 0.6)",
+        ratio(w_list.rps(), b_list.rps()),
+        ratio(w_info.rps(), b_info.rps())
+    );
+    println!(
+        "  (no request log)   list {:.3}   info {:.3}",
+        ratio(q_list.rps(), b_list.rps()),
+        ratio(q_info.rps(), b_info.rps())
+    );
+    println!(
+        "group texts: {SENDS} sends, {SENDS_IN_FLIGHT} in flight, groups of {} (after {WARM_SENDS} warm-up sends each); sends/s count until the sim routed them all",
+        MEMBERS + 1
+    );
+    println!("{}", w_sends.line("wagate POST messages/text", w_delivered));
+    println!(
+        "{}",
+        b_sends.line("bare send_text, memory store", b_delivered)
+    );
+    println!(
+        "{}",
+        s_sends.line("bare send_text, SQLite store", s_delivered)
+    );
+    println!(
+        "  ratio wagate/bare  {:.3}   (target >= 0.8; against the SQLite-store client {:.3})",
+        ratio(w_sends.per_sec(), b_sends.per_sec()),
+        ratio(w_sends.per_sec(), s_sends.per_sec())
+    );
+
+    drop(wagate);
+    bare_rt.shutdown_background();
+}
