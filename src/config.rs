@@ -34,6 +34,7 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub log: String,
     pub body_limit: u64,
+    pub http: HttpConfig,
     pub whatsapp: WhatsAppConfig,
     pub supervision: SupervisionConfig,
     pub storage: StorageConfig,
@@ -42,6 +43,16 @@ pub struct Config {
     pub api_token: Option<Secret>,
     #[serde(skip)]
     pub admin_token: Option<Secret>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    pub max_connections: usize,
+    #[serde(with = "humantime_serde")]
+    pub header_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub body_timeout: Duration,
 }
 
 #[derive(Debug, Deserialize)]
@@ -55,6 +66,8 @@ pub struct WhatsAppConfig {
     pub reconnect_backoff_min: Duration,
     #[serde(with = "humantime_serde")]
     pub reconnect_backoff_max: Duration,
+    #[serde(with = "humantime_serde")]
+    pub healthy_after: Duration,
     pub connect_concurrency: usize,
 }
 
@@ -180,6 +193,16 @@ impl Config {
         if self.body_limit == 0 {
             return Err(ConfigError::Parse("body_limit must be positive".into()));
         }
+        if self.http.max_connections == 0 {
+            return Err(ConfigError::Parse(
+                "http.max_connections must be positive".into(),
+            ));
+        }
+        if self.http.header_timeout.is_zero() || self.http.body_timeout.is_zero() {
+            return Err(ConfigError::Parse(
+                "http.header_timeout and http.body_timeout must be positive".into(),
+            ));
+        }
         Ok(())
     }
 
@@ -196,6 +219,7 @@ impl Config {
                 request_timeout: self.whatsapp.request_timeout,
                 reconnect_backoff_min: self.whatsapp.reconnect_backoff_min,
                 reconnect_backoff_max: self.whatsapp.reconnect_backoff_max,
+                healthy_after: self.whatsapp.healthy_after,
                 connect_concurrency: self.whatsapp.connect_concurrency.max(1),
             },
             supervision: SupervisionSettings {

@@ -12,6 +12,8 @@
 
 pub mod api;
 pub mod config;
+pub mod host;
+pub mod server;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -35,6 +37,13 @@ pub async fn run(
         "THIS BUILD HAS THE `test-server` FEATURE: WhatsApp's certificate chain is NOT verified \
          and test-only admin triggers are enabled. Never run it against real WhatsApp."
     );
+    host::private_files();
+    host::prepare_data_dir(&config.data_dir)?;
+    let _data_dir_lock = host::DataDirLock::acquire(&config.data_dir)?;
+    let stored_sessions = std::fs::read_dir(config.data_dir.join("sessions"))
+        .map(|entries| entries.count() as u64)
+        .unwrap_or(0);
+    host::raise_open_files_limit(stored_sessions, config.http.max_connections as u64);
     let api_token = match &config.api_token {
         Some(token) => token.clone(),
         None => {
@@ -59,23 +68,17 @@ pub async fn run(
             admin: config.admin_token.clone(),
         },
         body_limit: config.body_limit,
+        body_timeout: config.http.body_timeout,
     });
     let addr = listener.local_addr()?;
     tracing::info!("listening on http://{addr}");
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = warp::serve(api::routes(ctx.clone()))
-        .incoming(listener)
-        .graceful(async move {
-            let _ = stop_rx.await;
-        })
-        .run();
-    let server = tokio::spawn(server);
-    shutdown.await;
-    tracing::info!("shutting down: no new connections");
-    let _ = stop_tx.send(());
-    if tokio::time::timeout(HTTP_DRAIN, server).await.is_err() {
-        tracing::warn!("some HTTP connections were still open after the drain period");
-    }
+    let limits = server::Limits {
+        max_connections: config.http.max_connections,
+        header_timeout: config.http.header_timeout,
+    };
+    let service = warp::service(api::routes(ctx.clone()));
+    server::serve(listener, service, limits, shutdown, HTTP_DRAIN).await;
+    tracing::info!("shutting down: HTTP stopped");
     ctx.gateway.shutdown().await;
     tracing::info!("stopped");
     Ok(())

@@ -139,13 +139,15 @@ async fn qr_pairing_logs_in_with_the_clients_real_codes() {
     assert_eq!(status["status"], "logged_in");
     assert_eq!(status["socket_alive"], true);
     // No QR is pending once logged in, and pairing again is refused.
-    api.get("/sessions/qr/qr").await.expect_status(409);
+    api.get("/sessions/qr/qr")
+        .await
+        .expect_error(409, "no_qr_pending");
     api.post_json(
         "/sessions/qr/pair",
         &json!({"phone_number": "6281230000001"}),
     )
     .await
-    .expect_status(409);
+    .expect_error(409, "already_logged_in");
     assert_eq!(sim.stats().await["pairings"], 1);
 }
 
@@ -168,7 +170,27 @@ async fn pair_code_pairing_logs_in() {
         .expect(200);
     let code = pair["code"].as_str().unwrap().to_string();
     assert_eq!(code.len(), 9, "ABCD-EFGH: {code}");
-    assert!(pair["timeout_seconds"].as_u64().unwrap() > 0);
+    let first_timeout = pair["timeout_seconds"].as_u64().unwrap();
+    assert!(first_timeout > 0);
+    // Asking again for the same number answers the outstanding code, with what is left of it.
+    let again = api
+        .post_json(
+            "/sessions/code/pair",
+            &json!({"phone_number": "6281230000002"}),
+        )
+        .await
+        .expect(200);
+    assert_eq!(again["code"], code.as_str());
+    assert!(again["timeout_seconds"].as_u64().unwrap() <= first_timeout);
+    // Another number has to wait for it to expire, and is told how long.
+    let message = api
+        .post_json(
+            "/sessions/code/pair",
+            &json!({"phone_number": "6281230000009"}),
+        )
+        .await
+        .expect_error(409, "pair_code_pending");
+    assert!(message.contains(" s"), "{message}");
     let (status, linked) = sim
         .post(
             "/enter-pair-code",
@@ -305,6 +327,69 @@ async fn a_dropped_socket_reconnects_by_itself() {
     })
     .await;
     assert!(back, "the session logged in again by itself");
+    assert_eq!(sim.stats().await["pairings"], before["pairings"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn everything_under_the_data_dir_is_owner_only_after_pairing() {
+    use std::os::unix::fs::PermissionsExt;
+    let sim = Sim::start().await;
+    let server = gateway(&sim).await;
+    pair_by_qr(&server, &sim, "private", "6281230000061", "Private").await;
+    // Something of everything: the session record, its credentials, a group in the cache.
+    server
+        .api()
+        .post_json(
+            "/sessions/private/groups",
+            &json!({"name": "Private", "participants": []}),
+        )
+        .await
+        .expect(200);
+    let mut pending = vec![server.data_dir().to_path_buf()];
+    let mut checked = 0;
+    while let Some(path) = pending.pop() {
+        let meta = std::fs::symlink_metadata(&path).unwrap();
+        let mode = meta.permissions().mode() & 0o777;
+        if meta.is_dir() {
+            assert_eq!(mode, 0o700, "{} is {mode:o}", path.display());
+            pending.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+        } else if meta.is_file() {
+            assert_eq!(mode, 0o600, "{} is {mode:o}", path.display());
+        }
+        checked += 1;
+    }
+    assert!(checked > 5, "only {checked} entries under the data dir");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replaced_session_fails_instead_of_taking_the_account_back() {
+    let sim = Sim::start().await;
+    let mut server = gateway(&sim).await;
+    pair_by_qr(&server, &sim, "twin", "6281230000051", "Twin").await;
+    let before = sim.stats().await;
+    let (status, reply) = sim
+        .post(
+            "/faults",
+            json!({"kind": "stream_error", "phone_number": "6281230000051", "error": "replaced"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{reply}");
+    wait_status(&server, "twin", "failed", Duration::from_secs(20)).await;
+    let node = server.actor("session:twin").await.expect(200);
+    let reason = node["last_failure"]["reason"].as_str().unwrap_or_default();
+    assert!(reason.starts_with("replaced"), "{node}");
+    // No loop: it does not log in again by itself, not even after a restart.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(sim.stats().await["logins"], before["logins"]);
+    server.restart().await;
+    assert_eq!(status_of(&server, "twin").await, "failed");
+    // `connect` is the operator's way back.
+    server
+        .api()
+        .post("/sessions/twin/connect")
+        .await
+        .expect(200);
+    wait_status(&server, "twin", "logged_in", PAIRING).await;
     assert_eq!(sim.stats().await["pairings"], before["pairings"]);
 }
 

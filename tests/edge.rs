@@ -7,6 +7,7 @@ mod common;
 use common::*;
 use reqwest::Method;
 use serde_json::json;
+use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn wrong_method_is_405_naming_the_allowed_methods() {
@@ -163,4 +164,96 @@ async fn unknown_routes_are_404_json_whatever_the_token() {
         .get("/favicon.ico")
         .await
         .expect_error(404, "not_found");
+}
+
+/// A raw connection to the server, for requests no HTTP client would send.
+async fn raw(srv: &TestServer) -> tokio::net::TcpStream {
+    let addr = srv.base_url().trim_start_matches("http://").to_owned();
+    tokio::net::TcpStream::connect(addr).await.expect("connect")
+}
+
+/// Reads until the server closes the connection (or `limit` passes); returns what it sent.
+async fn read_until_closed(stream: &mut tokio::net::TcpStream, limit: Duration) -> Option<String> {
+    use tokio::io::AsyncReadExt;
+    let mut seen = Vec::new();
+    let closed = tokio::time::timeout(limit, async {
+        let mut buf = [0u8; 4096];
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => seen.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    closed
+        .ok()
+        .map(|()| String::from_utf8_lossy(&seen).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_half_sent_request_is_closed_while_others_are_served() {
+    use tokio::io::AsyncWriteExt;
+    let srv = TestServer::builder()
+        .in_process()
+        .env("WAGATE_HTTP_HEADER_TIMEOUT", "1s")
+        .start()
+        .await;
+    let mut slow = raw(&srv).await;
+    slow.write_all(b"GET /health HTTP/1.1\r\nHost: wagate\r\n")
+        .await
+        .unwrap();
+    // Others keep being served meanwhile.
+    srv.root(None).get("/health").await.expect(200);
+    let closed = read_until_closed(&mut slow, Duration::from_secs(5)).await;
+    assert!(closed.is_some(), "the half-sent request is still open");
+    srv.root(None).get("/health").await.expect(200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_half_sent_body_gets_408_and_the_connection_closes() {
+    use tokio::io::AsyncWriteExt;
+    let srv = TestServer::builder()
+        .in_process()
+        .env("WAGATE_HTTP_BODY_TIMEOUT", "1s")
+        .start()
+        .await;
+    let mut slow = raw(&srv).await;
+    let head = format!(
+        "POST /api/v1/sessions HTTP/1.1\r\nHost: wagate\r\nAuthorization: Bearer {API_TOKEN}\r\n\
+         Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"id\":"
+    );
+    slow.write_all(head.as_bytes()).await.unwrap();
+    let answer = read_until_closed(&mut slow, Duration::from_secs(5))
+        .await
+        .expect("the connection closes");
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("\"error\":\"request_timeout\""), "{answer}");
+    assert_eq!(srv.api().get("/sessions").await.expect(200)["total"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn past_the_connection_cap_new_clients_are_served_once_idle_ones_close() {
+    let srv = TestServer::builder()
+        .in_process()
+        .env("WAGATE_HTTP_MAX_CONNECTIONS", "4")
+        .env("WAGATE_HTTP_HEADER_TIMEOUT", "1s")
+        .start()
+        .await;
+    // Four connections that never send anything hold every slot.
+    let mut idle = Vec::new();
+    for _ in 0..4 {
+        idle.push(raw(&srv).await);
+    }
+    // Served once the idle ones hit the header timeout, well within the client's own.
+    srv.root(None).unpooled().get("/health").await.expect(200);
+    srv.api().unpooled().get("/sessions").await.expect(200);
+    for mut stream in idle {
+        assert!(
+            read_until_closed(&mut stream, Duration::from_secs(5))
+                .await
+                .is_some(),
+            "an idle connection outlived the header timeout"
+        );
+    }
 }

@@ -291,3 +291,73 @@ async fn configured_api_token_is_never_printed() {
         srv.output()
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_process_on_the_same_data_dir_exits_naming_the_holder() {
+    let srv = TestServer::start().await;
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_wagate"))
+        .arg("--listen")
+        .arg("127.0.0.1:0")
+        .arg("--data-dir")
+        .arg(srv.data_dir())
+        .env("WAGATE_API_TOKEN", API_TOKEN)
+        .env("WAGATE_WHATSAPP_URL", UNREACHABLE_WHATSAPP_URL)
+        .env("NO_COLOR", "1")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run a second wagate");
+    assert!(!output.status.success(), "the second process must not run");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!("pid {}", srv.pid())),
+        "the error names the holder's pid {}: {stderr}",
+        srv.pid()
+    );
+    // The first one is untouched.
+    srv.api().get("/sessions").await.expect(200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_soft_open_files_limit_is_raised_to_the_hard_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("ulimit -Sn 256 && exec \"$0\" --listen 127.0.0.1:0 --data-dir \"$1\"")
+        .arg(env!("CARGO_BIN_EXE_wagate"))
+        .arg(dir.path().join("data"))
+        .env("WAGATE_API_TOKEN", API_TOKEN)
+        .env("WAGATE_WHATSAPP_URL", UNREACHABLE_WHATSAPP_URL)
+        .env("NO_COLOR", "1")
+        .env("RUST_LOG", "info")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start wagate under a low soft limit");
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if line.contains("open-files limit") {
+                let _ = tx.send(line);
+                return;
+            }
+        }
+    });
+    let line = rx.recv_timeout(Duration::from_secs(30));
+    let _ = child.kill();
+    let _ = child.wait();
+    let line = line.expect("an open-files limit line at start");
+    let field = |name: &str| -> u64 {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(&format!("{name}=")))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {line}"))
+    };
+    assert_eq!(field("soft_before"), 256, "{line}");
+    assert_eq!(field("soft"), field("hard"), "{line}");
+}

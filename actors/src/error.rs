@@ -17,6 +17,10 @@ pub enum GatewayError {
     NoQrPending(String),
     #[error("the session has no connection to WhatsApp yet (status: {0}); connect it and retry")]
     NotConnected(String),
+    #[error(
+        "a pair code for another phone number is still valid for {seconds_left} s; wait for it to expire or use that number"
+    )]
+    PairCodePending { seconds_left: u64 },
     #[error("invalid value for '{field}': {message}")]
     Validation { field: String, message: String },
     #[error("the group does not exist or this account is not a member of it")]

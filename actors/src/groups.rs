@@ -95,8 +95,16 @@ pub enum GroupsMsg {
     },
     /// A list query finished.
     ListFetched(Result<Vec<CachedGroup>>),
-    /// A write finished on WhatsApp: patch the cache, persist it, then answer.
-    Written { change: Change, answer: Answer },
+    /// A write finished on WhatsApp: patch the cache, persist it, close its intent, answer.
+    Written {
+        change: Change,
+        answer: Answer,
+        intent: Option<(GroupJid, u64)>,
+    },
+    /// A write's outcome is unknown (no answer in time): read the group again.
+    Revalidate { jid: GroupJid, intent: u64 },
+    /// The session logged in: read again every group whose write outcome is unknown.
+    LoggedIn,
     /// Test builds only: panic while handling a message.
     #[cfg(feature = "test-server")]
     Crash,
@@ -120,7 +128,17 @@ pub struct GroupsState {
     /// Readers waiting on an in-flight query, per group.
     waiting: HashMap<String, Vec<RpcReplyPort<Result<Arc<CachedGroup>>>>>,
     list_waiting: Option<Vec<RpcReplyPort<Result<Vec<GroupSummary>>>>>,
+    /// Writes whose outcome is unknown, per group: closed once the group is read again.
+    open_intents: HashMap<String, Vec<u64>>,
     messages: Arc<AtomicU64>,
+}
+
+/// Whether a failed write may still have been applied by WhatsApp.
+fn outcome_unknown(e: &GatewayError) -> bool {
+    matches!(
+        e,
+        GatewayError::WhatsAppTimeout(_) | GatewayError::NotConnected(_)
+    )
 }
 
 impl GroupsState {
@@ -221,12 +239,14 @@ impl GroupsState {
         });
     }
 
-    /// Runs a write against WhatsApp in a task. A write that changes the cache comes back as
-    /// `Written`, so the change is on disk before the answer; one that does not answers from
-    /// the task.
+    /// Runs a write against WhatsApp in a task. A write to a known group is first recorded as
+    /// an intent, so a crash or a lost answer leads to reading the group again. A write that
+    /// changes the cache (or closes an intent) comes back as `Written`, so the change is on
+    /// disk before the answer; one that does not answers from the task.
     fn write<T, F, Fut>(
         &self,
         myself: &ActorRef<GroupsMsg>,
+        group: Option<GroupJid>,
         reply: RpcReplyPort<Result<T>>,
         work: F,
     ) where
@@ -243,20 +263,63 @@ impl GroupsState {
         };
         let work = work(client);
         let myself = myself.clone();
+        let store = self.services.store.clone();
+        let id = self.id.clone();
         tokio::spawn(async move {
-            let (change, answer) = match work.await {
-                Ok((change, value)) => (change, Ok(value)),
-                Err(e) => (Change::None, Err(e)),
+            let intent = match &group {
+                Some(jid) => match store.begin_intent(&id, jid.as_str()).await {
+                    Ok(intent) => Some((jid.clone(), intent)),
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                        return;
+                    }
+                },
+                None => None,
             };
-            if change == Change::None {
-                let _ = reply.send(answer);
-                return;
+            match work.await {
+                Ok((change, value)) if change == Change::None && intent.is_none() => {
+                    let _ = reply.send(Ok(value));
+                }
+                Ok((change, value)) => {
+                    let answer: Answer = Box::new(move || {
+                        let _ = reply.send(Ok(value));
+                    });
+                    let _ = myself.cast(GroupsMsg::Written {
+                        change,
+                        answer,
+                        intent,
+                    });
+                }
+                Err(e) => {
+                    if let Some((jid, intent)) = intent {
+                        if outcome_unknown(&e) {
+                            let _ = myself.cast(GroupsMsg::Revalidate { jid, intent });
+                        } else if let Err(err) = store.end_intent(&id, jid.as_str(), intent) {
+                            tracing::warn!(session = %id, error = %err, "could not close a write intent");
+                        }
+                    }
+                    let _ = reply.send(Err(e));
+                }
             }
-            let answer: Answer = Box::new(move || {
-                let _ = reply.send(answer);
-            });
-            let _ = myself.cast(GroupsMsg::Written { change, answer });
         });
+    }
+
+    fn end_intents(&mut self, jid: &str) {
+        for intent in self.open_intents.remove(jid).unwrap_or_default() {
+            if let Err(e) = self.services.store.end_intent(&self.id, jid, intent) {
+                tracing::warn!(session = %self.id, error = %e, "could not close a write intent");
+            }
+        }
+    }
+
+    /// Reads again every group with a write of unknown outcome.
+    fn revalidate(&mut self, myself: &ActorRef<GroupsMsg>) {
+        let jids: Vec<String> = self.open_intents.keys().cloned().collect();
+        for jid in jids {
+            if let Some(jid) = GroupJid::parse(&jid) {
+                self.fetch(myself, jid, None);
+            }
+        }
     }
 
     async fn on_notification(&mut self, myself: &ActorRef<GroupsMsg>, note: &GroupNotification) {
@@ -310,6 +373,7 @@ impl GroupsState {
         let answer = match result {
             Ok(group) => {
                 self.apply(Change::Upsert(group)).await;
+                self.end_intents(jid.as_str());
                 self.cache
                     .get_shared(jid.as_str())
                     .ok_or(GatewayError::GroupNotFound)
@@ -318,6 +382,7 @@ impl GroupsState {
                 if self.cache.contains(jid.as_str()) {
                     self.apply(Change::Remove(jid.as_str().to_owned())).await;
                 }
+                self.end_intents(jid.as_str());
                 Err(GatewayError::GroupNotFound)
             }
             Err(e) => Err(e),
@@ -335,6 +400,7 @@ impl GroupsState {
             "groups": self.cache.jids().collect::<Vec<_>>(),
             "list_fetched_at": self.cache.list_fetched_at,
             "queries_in_flight": self.waiting.len() + usize::from(self.list_waiting.is_some()),
+            "writes_of_unknown_outcome": self.open_intents.values().map(Vec::len).sum::<usize>(),
         })
     }
 }
@@ -364,14 +430,22 @@ impl Actor for GroupsActor {
                 groups.push(group);
             }
         }
+        let mut cache = GroupCache::new(list_fetched_at, groups);
+        let mut open_intents: HashMap<String, Vec<u64>> = HashMap::new();
+        for (jid, intent) in args.services.store.intents(&args.id)? {
+            // What the cache says of this group may predate a write WhatsApp applied.
+            cache.apply(Change::Stale(jid.clone()), None);
+            open_intents.entry(jid).or_default().push(intent);
+        }
         Ok(GroupsState {
             services: args.services,
             id: args.id,
             client: args.client,
             link: args.link,
-            cache: GroupCache::new(list_fetched_at, groups),
+            cache,
             waiting: HashMap::new(),
             list_waiting: None,
+            open_intents,
             messages,
         })
     }
@@ -389,6 +463,9 @@ impl Actor for GroupsActor {
             &child_name(state.id.as_str(), ActorKind::Groups),
             myself.get_cell(),
         );
+        if state.client.as_ref().is_some_and(WaClient::is_connected) {
+            state.revalidate(&myself);
+        }
         Ok(())
     }
 
@@ -431,7 +508,7 @@ impl Actor for GroupsActor {
                 name,
                 participants,
                 reply,
-            } => state.write(&myself, reply, move |client| async move {
+            } => state.write(&myself, None, reply, move |client| async move {
                 let group = client.create_group(name, &participants).await?;
                 let jid = GroupJid::parse(&group.jid).ok_or_else(|| GatewayError::WhatsApp {
                     code: None,
@@ -443,64 +520,87 @@ impl Actor for GroupsActor {
                 jid,
                 subject,
                 reply,
-            } => state.write(&myself, reply, move |client| async move {
-                let stored = client.set_subject(&jid, subject).await?;
-                Ok((Change::Subject(jid.as_str().to_owned(), stored), ()))
-            }),
+            } => state.write(
+                &myself,
+                Some(jid.clone()),
+                reply,
+                move |client| async move {
+                    let stored = client.set_subject(&jid, subject).await?;
+                    Ok((Change::Subject(jid.as_str().to_owned(), stored), ()))
+                },
+            ),
             GroupsMsg::SetDescription {
                 jid,
                 description,
                 prev_id,
                 reply,
-            } => state.write(&myself, reply, move |client| async move {
-                let change = match client.set_description(&jid, description, prev_id).await? {
-                    Some(group) => Change::Upsert(group),
-                    None => Change::Stale(jid.as_str().to_owned()),
-                };
-                Ok((change, ()))
-            }),
-            GroupsMsg::Leave { jid, reply } => {
-                state.write(&myself, reply, move |client| async move {
+            } => state.write(
+                &myself,
+                Some(jid.clone()),
+                reply,
+                move |client| async move {
+                    let change = match client.set_description(&jid, description, prev_id).await? {
+                        Some(group) => Change::Upsert(group),
+                        None => Change::Stale(jid.as_str().to_owned()),
+                    };
+                    Ok((change, ()))
+                },
+            ),
+            GroupsMsg::Leave { jid, reply } => state.write(
+                &myself,
+                Some(jid.clone()),
+                reply,
+                move |client| async move {
                     client.leave_group(&jid).await?;
                     Ok((Change::Remove(jid.as_str().to_owned()), ()))
-                })
-            }
+                },
+            ),
             GroupsMsg::Participants {
                 jid,
                 action,
                 participants,
                 reply,
-            } => state.write(&myself, reply, move |client| async move {
-                let answers = client
-                    .change_participants(&jid, action, &participants)
-                    .await?;
-                let (results, applied) = participant_results(action, &participants, &answers);
-                Ok((
-                    Change::Participants(jid.as_str().to_owned(), action, applied),
-                    results,
-                ))
-            }),
+            } => state.write(
+                &myself,
+                Some(jid.clone()),
+                reply,
+                move |client| async move {
+                    let answers = client
+                        .change_participants(&jid, action, &participants)
+                        .await?;
+                    let (results, applied) = participant_results(action, &participants, &answers);
+                    Ok((
+                        Change::Participants(jid.as_str().to_owned(), action, applied),
+                        results,
+                    ))
+                },
+            ),
             GroupsMsg::Settings {
                 jid,
                 announce,
                 locked,
                 reply,
-            } => state.write(&myself, reply, move |client| async move {
-                if let Some(on) = announce {
-                    client.set_announce(&jid, on).await?;
-                }
-                if let Some(on) = locked {
-                    client.set_locked(&jid, on).await?;
-                }
-                Ok((
-                    Change::Settings(jid.as_str().to_owned(), announce, locked),
-                    (),
-                ))
-            }),
+            } => state.write(
+                &myself,
+                Some(jid.clone()),
+                reply,
+                move |client| async move {
+                    if let Some(on) = announce {
+                        client.set_announce(&jid, on).await?;
+                    }
+                    if let Some(on) = locked {
+                        client.set_locked(&jid, on).await?;
+                    }
+                    Ok((
+                        Change::Settings(jid.as_str().to_owned(), announce, locked),
+                        (),
+                    ))
+                },
+            ),
             GroupsMsg::SendText { jid, text, reply } => {
                 let cached = state.cache.get_shared(jid.as_str());
                 let own = state.own_user();
-                state.write(&myself, reply, move |client| async move {
+                state.write(&myself, None, reply, move |client| async move {
                     let (group, change) = match cached {
                         Some(group) => (group, Change::None),
                         None => {
@@ -513,10 +613,31 @@ impl Actor for GroupsActor {
                     Ok((change, sent))
                 });
             }
-            GroupsMsg::Written { change, answer } => {
+            GroupsMsg::Written {
+                change,
+                answer,
+                intent,
+            } => {
                 state.apply(change).await;
+                if let Some((jid, intent)) = intent
+                    && let Err(e) = state
+                        .services
+                        .store
+                        .end_intent(&state.id, jid.as_str(), intent)
+                {
+                    tracing::warn!(session = %state.id, error = %e, "could not close a write intent");
+                }
                 answer();
             }
+            GroupsMsg::Revalidate { jid, intent } => {
+                state
+                    .open_intents
+                    .entry(jid.as_str().to_owned())
+                    .or_default()
+                    .push(intent);
+                state.fetch(&myself, jid, None);
+            }
+            GroupsMsg::LoggedIn => state.revalidate(&myself),
             #[cfg(feature = "test-server")]
             GroupsMsg::Crash => panic!("crash requested through the test-only admin trigger"),
         }

@@ -31,6 +31,9 @@ const PAIR_CODE_TTL: Duration = Duration::from_secs(180);
 
 /// The stop reason an operator's restart uses: the supervisor restarts the actor right away.
 pub const RESTART_REASON: &str = "restart requested";
+/// Why a session whose credentials another client took over is `failed`.
+pub const REPLACED_REASON: &str =
+    "replaced: another client logged in with this session's credentials";
 /// The stop reason of a deleted session: the supervisor forgets it.
 pub const DELETED_REASON: &str = "session deleted";
 
@@ -58,6 +61,8 @@ pub enum SessionMsg {
     /// Retry building a client after a failed start.
     Reconnect,
     RestartChild(ActorKind),
+    /// A pair-code request finished.
+    PairCodeReady(Result<String>),
     /// A spawned logout finished: record it, then answer.
     LogoutDone(RpcReplyPort<Result<()>>),
     /// A spawned delete finished: stop for good.
@@ -68,6 +73,27 @@ pub enum SessionMsg {
 }
 
 pub struct SessionActor;
+
+/// A pair code asked of WhatsApp for one phone number.
+struct Pairing {
+    phone: String,
+    /// `None` while WhatsApp has not answered; those asking meanwhile wait in `waiting`.
+    code: Option<String>,
+    expires: Instant,
+    waiting: Vec<RpcReplyPort<Result<PairCodeView>>>,
+}
+
+impl Pairing {
+    fn view(&self, code: &str) -> PairCodeView {
+        PairCodeView {
+            code: format_pair_code(code),
+            timeout_seconds: self
+                .expires
+                .saturating_duration_since(Instant::now())
+                .as_secs(),
+        }
+    }
+}
 
 pub struct SessionArgs {
     pub services: Shared,
@@ -86,7 +112,8 @@ pub struct SessionState {
     live: SessionStatus,
     conn: Option<Connection>,
     qr: Option<(String, Instant)>,
-    pair_code: Option<(String, Instant)>,
+    /// The pair code requested (or being requested) for a phone number, until it expires.
+    pairing: Option<Pairing>,
     groups: Option<ActorRef<GroupsMsg>>,
     invites: Option<ActorRef<InvitesMsg>>,
     children: HashMap<ActorId, ActorKind>,
@@ -155,7 +182,7 @@ impl SessionState {
             ));
             self.live = SessionStatus::Connecting;
             self.qr = None;
-            self.pair_code = None;
+            self.pairing = None;
         }
     }
 
@@ -164,7 +191,7 @@ impl SessionState {
             conn.request_stop();
         }
         self.qr = None;
-        self.pair_code = None;
+        self.pairing = None;
         self.tell_children_client(None);
     }
 
@@ -243,7 +270,7 @@ impl SessionState {
 
     /// Too many failures: drop the client and the children, and wait for `connect`.
     async fn park_failed(&mut self, myself: &ActorRef<SessionMsg>, reason: &str) {
-        tracing::error!(session = %self.id, %reason, "restart intensity exceeded; session parked as failed");
+        tracing::error!(session = %self.id, %reason, "session parked as failed until connect");
         self.failed = true;
         self.stop_connection();
         self.forget_child(ActorKind::Groups);
@@ -307,13 +334,16 @@ impl SessionState {
                 tracing::info!(session = %self.id, "no QR code was scanned in time");
                 self.qr = None;
             }
-            WaEvent::PairCode { code, timeout } => {
-                self.pair_code = Some((code, Instant::now() + timeout));
+            WaEvent::PairCode { timeout, .. } => {
+                // WhatsApp's own validity wins over the default.
+                if let Some(pairing) = self.pairing.as_mut() {
+                    pairing.expires = Instant::now() + timeout;
+                }
             }
             WaEvent::PairSuccess(device) => {
                 tracing::info!(session = %self.id, "paired with WhatsApp");
                 self.qr = None;
-                self.pair_code = None;
+                self.pairing = None;
                 self.record.phone_number = Some(device.phone);
                 self.record.lid = Some(device.lid);
                 self.record.device_id = Some(device.device);
@@ -328,7 +358,7 @@ impl SessionState {
             }
             WaEvent::Connected(identity) => {
                 self.qr = None;
-                self.pair_code = None;
+                self.pairing = None;
                 if let Some(phone) = identity.phone {
                     self.record.phone_number = Some(phone);
                     self.record.device_id = identity.device;
@@ -342,6 +372,9 @@ impl SessionState {
                 self.record.status = SessionStatus::LoggedIn;
                 self.record.last_connected_at = Some(crate::unix_now());
                 self.persist_or_log().await;
+                if let Some(g) = &self.groups {
+                    let _ = g.cast(GroupsMsg::LoggedIn);
+                }
             }
             WaEvent::Disconnected(reason) => {
                 tracing::info!(session = %self.id, %reason, "disconnected from WhatsApp");
@@ -352,6 +385,9 @@ impl SessionState {
             WaEvent::LoggedOut(reason) => {
                 tracing::warn!(session = %self.id, %reason, "logged out by WhatsApp; credentials will be erased");
                 self.erase_on_exit = true;
+            }
+            WaEvent::Replaced => {
+                tracing::warn!(session = %self.id, "another client logged in with this session's credentials; not reconnecting");
             }
             WaEvent::Group(note) => {
                 if let Some(g) = &self.groups {
@@ -364,7 +400,7 @@ impl SessionState {
     async fn on_exit(&mut self, myself: &ActorRef<SessionMsg>, exit: ConnectionExit) {
         self.conn = None;
         self.qr = None;
-        self.pair_code = None;
+        self.pairing = None;
         self.tell_children_client(None);
         match exit {
             ConnectionExit::LoggedOut => self.erase_on_exit = true,
@@ -378,6 +414,12 @@ impl SessionState {
                     tracing::warn!(session = %self.id, error = %e, ?delay, "retrying client start later");
                     myself.send_after(delay, || SessionMsg::Reconnect);
                 }
+            }
+            ConnectionExit::Replaced => {
+                // Reconnecting would take the account back from the other client, which would
+                // take it back again: wait for an operator's `connect`, also across restarts.
+                self.record.wanted_online = false;
+                self.park_failed(myself, REPLACED_REASON).await;
             }
             ConnectionExit::Stopped => {}
         }
@@ -416,10 +458,74 @@ impl SessionState {
             "client_ready": self.client().is_some(),
             "socket_alive": self.socket_alive(),
             "qr_pending": self.qr.is_some(),
-            "pair_code_pending": self.pair_code.is_some(),
+            "pair_code_pending": self.pairing.is_some(),
             "children": self.children.len(),
             "failed": self.failed,
         })
+    }
+
+    /// Asks WhatsApp for a pair code, once per phone number while it is valid: the same
+    /// number gets the same code again, another number waits for it to expire.
+    fn request_pair_code(
+        &mut self,
+        myself: &ActorRef<SessionMsg>,
+        phone: String,
+        reply: RpcReplyPort<Result<PairCodeView>>,
+    ) {
+        let status = self.status();
+        if self.is_paired() || status == SessionStatus::LoggedIn {
+            let _ = reply.send(Err(GatewayError::AlreadyLoggedIn));
+            return;
+        }
+        if let Some(pairing) = self.pairing.as_mut().filter(|p| p.expires > Instant::now()) {
+            if pairing.phone != phone {
+                let seconds_left = pairing
+                    .expires
+                    .saturating_duration_since(Instant::now())
+                    .as_secs()
+                    .max(1);
+                let _ = reply.send(Err(GatewayError::PairCodePending { seconds_left }));
+            } else if let Some(code) = pairing.code.clone() {
+                let _ = reply.send(Ok(pairing.view(&code)));
+            } else {
+                pairing.waiting.push(reply);
+            }
+            return;
+        }
+        let Some(client) = self.client() else {
+            let _ = reply.send(Err(GatewayError::NotConnected(status.to_string())));
+            return;
+        };
+        self.pairing = Some(Pairing {
+            phone: phone.clone(),
+            code: None,
+            expires: Instant::now() + PAIR_CODE_TTL,
+            waiting: vec![reply],
+        });
+        let myself = myself.clone();
+        tokio::spawn(async move {
+            let result = client.request_pair_code(phone).await;
+            let _ = myself.cast(SessionMsg::PairCodeReady(result));
+        });
+    }
+
+    fn pair_code_ready(&mut self, result: Result<String>) {
+        let Some(mut pairing) = self.pairing.take() else {
+            return;
+        };
+        let waiting = std::mem::take(&mut pairing.waiting);
+        let answer = match result {
+            Ok(code) => {
+                let view = pairing.view(&code);
+                pairing.code = Some(code);
+                self.pairing = Some(pairing);
+                Ok(view)
+            }
+            Err(e) => Err(e),
+        };
+        for reply in waiting {
+            let _ = reply.send(answer.clone());
+        }
     }
 
     fn qr_view(&self) -> Result<QrView> {
@@ -536,7 +642,7 @@ impl Actor for SessionActor {
             live: SessionStatus::Connecting,
             conn: None,
             qr: None,
-            pair_code: None,
+            pairing: None,
             groups: None,
             invites: None,
             children: HashMap::new(),
@@ -714,27 +820,8 @@ async fn handle_message(myself: &ActorRef<SessionMsg>, msg: SessionMsg, state: &
         SessionMsg::Qr(reply) => {
             let _ = reply.send(state.qr_view());
         }
-        SessionMsg::Pair(phone, reply) => {
-            let status = state.status();
-            if state.is_paired() || status == SessionStatus::LoggedIn {
-                let _ = reply.send(Err(GatewayError::AlreadyLoggedIn));
-                return;
-            }
-            let Some(client) = state.client() else {
-                let _ = reply.send(Err(GatewayError::NotConnected(status.to_string())));
-                return;
-            };
-            tokio::spawn(async move {
-                let result = client
-                    .request_pair_code(phone)
-                    .await
-                    .map(|code| PairCodeView {
-                        code: format_pair_code(&code),
-                        timeout_seconds: PAIR_CODE_TTL.as_secs(),
-                    });
-                let _ = reply.send(result);
-            });
-        }
+        SessionMsg::Pair(phone, reply) => state.request_pair_code(myself, phone, reply),
+        SessionMsg::PairCodeReady(result) => state.pair_code_ready(result),
         SessionMsg::Device(reply) => {
             let _ = reply.send(state.device_view());
         }
@@ -810,6 +897,7 @@ fn reject_deleted(msg: SessionMsg, id: &SessionId) {
         SessionMsg::Logout(r) | SessionMsg::LogoutDone(r) => drop(r.send(Err(gone()))),
         SessionMsg::Qr(r) => drop(r.send(Err(gone()))),
         SessionMsg::Pair(_, r) => drop(r.send(Err(gone()))),
+        SessionMsg::PairCodeReady(_) => {}
         SessionMsg::Device(r) => drop(r.send(Err(gone()))),
         SessionMsg::Delete(r) => drop(r.send(Err(gone()))),
         SessionMsg::SendText { reply, .. } => drop(reply.send(Err(gone()))),

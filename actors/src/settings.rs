@@ -26,6 +26,8 @@ pub struct WhatsAppSettings {
     pub request_timeout: Duration,
     pub reconnect_backoff_min: Duration,
     pub reconnect_backoff_max: Duration,
+    /// A connection logged in for this long counts as healthy: the backoff starts over.
+    pub healthy_after: Duration,
     /// At most this many sessions perform a connection attempt at the same time.
     pub connect_concurrency: usize,
 }

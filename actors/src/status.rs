@@ -37,6 +37,7 @@ pub fn after_event(reported: SessionStatus, event: &WaEvent) -> SessionStatus {
         WaEvent::Connected(_) => SessionStatus::LoggedIn,
         WaEvent::Disconnected(_) | WaEvent::Reconnecting(_) => SessionStatus::Connecting,
         WaEvent::LoggedOut(_) => SessionStatus::LoggedOut,
+        WaEvent::Replaced => SessionStatus::Failed,
         WaEvent::QrExhausted | WaEvent::PairError(_) | WaEvent::Group(_) => reported,
     }
 }

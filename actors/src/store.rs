@@ -25,6 +25,8 @@ pub struct Store {
     sessions: sled::Tree,
     groups: sled::Tree,
     invites: sled::Tree,
+    /// Group writes sent to WhatsApp whose outcome is not in the cache yet.
+    intents: sled::Tree,
 }
 
 impl Store {
@@ -51,6 +53,7 @@ impl Store {
             sessions: db.open_tree("sessions")?,
             groups: db.open_tree("groups")?,
             invites: db.open_tree("invites")?,
+            intents: db.open_tree("intents")?,
             db,
         })
     }
@@ -128,7 +131,7 @@ impl Store {
     /// Erases everything sled holds for a session; durable on return.
     pub async fn delete_session(&self, id: &SessionId) -> Result<()> {
         self.sessions.remove(id.as_str())?;
-        for tree in [&self.groups, &self.invites] {
+        for tree in [&self.groups, &self.invites, &self.intents] {
             let keys: Vec<_> = tree
                 .scan_prefix(Self::prefix(id))
                 .keys()
@@ -219,6 +222,53 @@ impl Store {
                     tracing::error!(session = %id, item = %name, error = %e, "skipping unreadable cache entry")
                 }
             }
+        }
+        Ok(out)
+    }
+
+    fn intent_key(id: &SessionId, group: &str, intent: u64) -> Vec<u8> {
+        let mut k = Self::child_key(id, group);
+        k.push(0);
+        k.extend_from_slice(&intent.to_be_bytes());
+        k
+    }
+
+    /// Records, durably, that a write to `group` is about to be sent to WhatsApp; returns the
+    /// intent's id. Whatever happens to the answer, the group is read again while it is open.
+    pub async fn begin_intent(&self, id: &SessionId, group: &str) -> Result<u64> {
+        let intent = self.db.generate_id()?;
+        self.intents.insert(
+            Self::intent_key(id, group, intent),
+            Self::encode(&crate::unix_now())?,
+        )?;
+        self.flush().await?;
+        Ok(intent)
+    }
+
+    /// The write's outcome is in the cache (or known not to have happened). Not flushed: an
+    /// intent that survives a crash only costs one more query.
+    pub fn end_intent(&self, id: &SessionId, group: &str, intent: u64) -> Result<()> {
+        self.intents.remove(Self::intent_key(id, group, intent))?;
+        Ok(())
+    }
+
+    /// The session's open intents: (group, intent id).
+    pub fn intents(&self, id: &SessionId) -> Result<Vec<(String, u64)>> {
+        let prefix = Self::prefix(id);
+        let mut out = Vec::new();
+        for key in self.intents.scan_prefix(&prefix).keys() {
+            let key = key?;
+            let rest = &key[prefix.len()..];
+            if rest.len() < 9 {
+                continue;
+            }
+            let (group, tail) = rest.split_at(rest.len() - 9);
+            let mut id_bytes = [0u8; 8];
+            id_bytes.copy_from_slice(&tail[1..]);
+            out.push((
+                String::from_utf8_lossy(group).into_owned(),
+                u64::from_be_bytes(id_bytes),
+            ));
         }
         Ok(out)
     }
@@ -315,6 +365,31 @@ mod tests {
                 .len(),
             1
         );
+        drop(store);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test]
+    async fn intents_are_listed_until_ended_and_go_with_the_session() {
+        let dir = std::env::temp_dir().join(format!("wagate-store-{}", SessionId::generate()));
+        let store = Store::open_path(&dir).unwrap();
+        let a = record("a");
+        assert!(store.create_session(&a).await.unwrap());
+        let first = store.begin_intent(&a.id, "1@g.us").await.unwrap();
+        let second = store.begin_intent(&a.id, "1@g.us").await.unwrap();
+        store.begin_intent(&record("b").id, "2@g.us").await.unwrap();
+        assert_eq!(
+            store.intents(&a.id).unwrap(),
+            vec![("1@g.us".to_owned(), first), ("1@g.us".to_owned(), second)]
+        );
+        store.end_intent(&a.id, "1@g.us", first).unwrap();
+        assert_eq!(
+            store.intents(&a.id).unwrap(),
+            vec![("1@g.us".to_owned(), second)]
+        );
+        store.delete_session(&a.id).await.unwrap();
+        assert!(store.intents(&a.id).unwrap().is_empty());
+        assert_eq!(store.intents(&record("b").id).unwrap().len(), 1);
         drop(store);
         let _ = std::fs::remove_dir_all(dir);
     }

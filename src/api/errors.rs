@@ -16,10 +16,18 @@ pub enum ApiError {
     MethodNotAllowed(Vec<Method>),
     UriTooLong(usize),
     InvalidJson(String),
-    Validation { field: String, message: String },
+    Validation {
+        field: String,
+        message: String,
+    },
     InvalidSessionId(String),
-    InvalidJid { field: String, message: String },
+    InvalidJid {
+        field: String,
+        message: String,
+    },
     PayloadTooLarge(u64),
+    /// The body did not arrive in time.
+    BodyTimeout(std::time::Duration),
     UnsupportedMediaType,
     Domain(GatewayError),
 }
@@ -120,6 +128,11 @@ impl ApiError {
                 "payload_too_large",
                 format!("the body exceeds the limit of {limit} bytes"),
             ),
+            Self::BodyTimeout(limit) => parts(
+                S::REQUEST_TIMEOUT,
+                "request_timeout",
+                format!("the body did not arrive within {}s", limit.as_secs()),
+            ),
             Self::UnsupportedMediaType => parts(
                 S::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported_media_type",
@@ -134,6 +147,7 @@ impl ApiError {
                         parts(S::CONFLICT, "not_logged_in", message)
                     }
                     G::AlreadyLoggedIn => parts(S::CONFLICT, "already_logged_in", message),
+                    G::PairCodePending { .. } => parts(S::CONFLICT, "pair_code_pending", message),
                     G::NoQrPending(_) => parts(S::CONFLICT, "no_qr_pending", message),
                     G::Validation { field, message } => parts(
                         S::BAD_REQUEST,
@@ -183,6 +197,10 @@ impl Reply for ApiError {
             && let Ok(value) = HeaderValue::from_str(&after.as_secs().max(1).to_string())
         {
             headers.insert(header::RETRY_AFTER, value);
+        }
+        if matches!(self, Self::BodyTimeout(_)) {
+            // The rest of a body that did not arrive cannot be skipped: close the connection.
+            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         if let Self::MethodNotAllowed(allowed) = &self {
             let list = allowed

@@ -45,6 +45,8 @@ pub struct Context {
     pub gateway: Gateway,
     pub auth: Auth,
     pub body_limit: u64,
+    /// A request body must arrive within this.
+    pub body_timeout: std::time::Duration,
 }
 
 pub type Ctx = Arc<Context>;
@@ -174,7 +176,8 @@ async fn answer(
     })?;
     ctx.auth
         .check(matched.route.access, headers.get(header::AUTHORIZATION))?;
-    let req = Request::new(matched.params, query, headers, body, ctx.body_limit)?;
+    let req = Request::new(matched.params, query, headers, body, ctx.body_limit)?
+        .with_body_timeout(ctx.body_timeout);
     dispatch(ctx, matched.route.endpoint, req).await
 }
 

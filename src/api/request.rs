@@ -5,6 +5,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
 use serde::de::DeserializeOwned;
 use std::pin::Pin;
+use std::time::Duration;
 use warp::http::{HeaderMap, header};
 
 use super::errors::ApiError;
@@ -19,7 +20,11 @@ pub struct Request {
     headers: HeaderMap,
     body: BodyStream,
     body_limit: u64,
+    body_timeout: Duration,
 }
+
+/// Until told otherwise, a body may take this long.
+const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How much of an oversized body is read and dropped before answering 413, so that a client
 /// that uploads before it reads sees the answer rather than a reset connection. Past this the
@@ -45,7 +50,13 @@ impl Request {
             headers,
             body,
             body_limit,
+            body_timeout: DEFAULT_BODY_TIMEOUT,
         })
+    }
+
+    pub fn with_body_timeout(mut self, timeout: Duration) -> Self {
+        self.body_timeout = timeout;
+        self
     }
 
     /// The `i`-th path parameter, percent-decoded.
@@ -110,7 +121,9 @@ impl Request {
             drain(self.body).await;
             return Err(ApiError::PayloadTooLarge(limit));
         }
-        let bytes = read_limited(self.body, limit).await?;
+        let bytes = tokio::time::timeout(self.body_timeout, read_limited(self.body, limit))
+            .await
+            .map_err(|_| ApiError::BodyTimeout(self.body_timeout))??;
         parse_json::<T>(&bytes)
     }
 }

@@ -28,6 +28,7 @@ use super::events::{
     ConnectionExit, ConnectionReport, GroupChange, GroupNotification, PairedDevice, ReportKind,
     WaEvent,
 };
+use super::reconnect::{Ending, Policy, Reconnects};
 use super::{WaClient, credentials_db, credentials_dir};
 use crate::settings::{WhatsAppSettings, backoff};
 
@@ -163,8 +164,12 @@ pub fn connect(env: &ConnectionEnv, session: &str, report: Reporter) -> Connecti
 #[derive(Default)]
 struct Flags {
     pair_success: AtomicBool,
-    connected: AtomicBool,
     logged_out: AtomicBool,
+    replaced: AtomicBool,
+    /// When the current connection logged in.
+    logged_in_at: Mutex<Option<std::time::Instant>>,
+    /// How WhatsApp ended the stream, when it said (429, 503).
+    stream_ending: Mutex<Option<Ending>>,
 }
 
 type PermitCell = Arc<Mutex<Option<OwnedSemaphorePermit>>>;
@@ -266,7 +271,11 @@ impl EventHandler for Forwarder {
             Event::PairError(pe) => self.send(WaEvent::PairError(pe.error.clone())),
             Event::Connected(_) => {
                 release(&self.permit);
-                self.flags.connected.store(true, Ordering::SeqCst);
+                *self
+                    .flags
+                    .logged_in_at
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner()) = Some(std::time::Instant::now());
                 let identity = self
                     .client
                     .get()
@@ -279,6 +288,24 @@ impl EventHandler for Forwarder {
                 release(&self.permit);
                 self.flags.logged_out.store(true, Ordering::SeqCst);
                 self.send(WaEvent::LoggedOut(format!("{:?}", lo.reason)));
+            }
+            Event::StreamError(e) => {
+                let ending = match e.code.as_str() {
+                    "429" => Some(Ending::RateLimited),
+                    "503" => Some(Ending::Unavailable),
+                    _ => None,
+                };
+                if ending.is_some() {
+                    *self
+                        .flags
+                        .stream_ending
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner()) = ending;
+                }
+            }
+            Event::StreamReplaced(_) => {
+                self.flags.replaced.store(true, Ordering::SeqCst);
+                self.send(WaEvent::Replaced);
             }
             Event::GroupUpdate(update) => self.send(WaEvent::Group(group_notification(update))),
             _ => {}
@@ -378,8 +405,13 @@ impl Driver {
 
     async fn connection_loop(&self, bot: Bot, client: &Arc<Client>) -> ConnectionExit {
         let settings = &self.env.whatsapp;
+        let policy = Policy {
+            min: settings.reconnect_backoff_min,
+            max: settings.reconnect_backoff_max,
+            healthy_after: settings.healthy_after,
+        };
         let mut bot = Some(bot);
-        let mut failures: u32 = 0;
+        let mut reconnects = Reconnects::default();
         loop {
             if !self.acquire_permit().await {
                 return ConnectionExit::Stopped;
@@ -405,6 +437,9 @@ impl Driver {
             if self.flags.logged_out.load(Ordering::SeqCst) {
                 return ConnectionExit::LoggedOut;
             }
+            if self.flags.replaced.load(Ordering::SeqCst) {
+                return ConnectionExit::Replaced;
+            }
             if self.flags.pair_success.swap(false, Ordering::SeqCst) {
                 // The server restarts the stream after pairing (515): log in right away.
                 continue;
@@ -412,15 +447,22 @@ impl Driver {
             if client.shutdown_signal().is_fired() {
                 return ConnectionExit::ClientClosed;
             }
-            if self.flags.connected.swap(false, Ordering::SeqCst) {
-                failures = 0;
-            }
-            let delay = backoff(
-                failures,
-                settings.reconnect_backoff_min,
-                settings.reconnect_backoff_max,
-            );
-            failures = failures.saturating_add(1);
+            let up_for = self
+                .flags
+                .logged_in_at
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take()
+                .map(|at| at.elapsed());
+            let ending = self
+                .flags
+                .stream_ending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take()
+                .unwrap_or(Ending::Dropped);
+            let delay = reconnects.next_delay(&policy, up_for, ending);
+            tracing::info!(session = %self.session, ?delay, ?ending, failures = reconnects.failures(), "reconnecting after a delay");
             self.report(ReportKind::Event(WaEvent::Reconnecting(delay)));
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}

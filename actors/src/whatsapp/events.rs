@@ -28,6 +28,9 @@ pub enum WaEvent {
     LoggedOut(String),
     /// The connection dropped and is retried after this delay.
     Reconnecting(Duration),
+    /// Another client logged in with this session's credentials (stream error `replaced` or
+    /// `conflict`; whatsapp-rust reports both alike).
+    Replaced,
     /// A group notification (w:gp2).
     Group(GroupNotification),
 }
@@ -104,5 +107,7 @@ pub enum ConnectionExit {
     LoggedOut,
     /// The client shut itself down (e.g. nobody scanned any of its QR codes).
     ClientClosed,
+    /// Another client took over this session's credentials; reconnecting would take them back.
+    Replaced,
     BuildFailed(String),
 }

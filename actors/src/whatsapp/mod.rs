@@ -8,6 +8,7 @@
 pub mod connection;
 pub mod errors;
 pub mod events;
+pub mod reconnect;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
