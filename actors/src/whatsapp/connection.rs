@@ -30,7 +30,7 @@ use super::events::{
 };
 use super::reconnect::{Ending, Policy, Reconnects};
 use super::{WaClient, credentials_db, credentials_dir};
-use crate::settings::{WhatsAppSettings, backoff};
+use crate::settings::WhatsAppSettings;
 
 /// How long stopping a client may take before its task is aborted.
 const STOP_GRACE: Duration = Duration::from_secs(8);
