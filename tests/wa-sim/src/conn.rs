@@ -266,13 +266,7 @@ async fn read_loop<S>(
             return;
         }
         counter = counter.wrapping_add(1);
-        let node = match wacore_binary::util::unpack(&frame)
-            .map_err(|e| e.to_string())
-            .and_then(|data| {
-                wacore_binary::marshal::unmarshal_ref(&data)
-                    .map(|n| n.to_owned())
-                    .map_err(|e| e.to_string())
-            }) {
+        let node = match crate::wire::decode(&frame) {
             Ok(node) => node,
             Err(e) => {
                 tracing::warn!(conn = ctx.conn_id, "undecodable stanza: {e}");
@@ -324,7 +318,7 @@ async fn write_loop<S>(
                     }
                 }
                 tracing::debug!(conn = conn_id, "S->C {}", show(&node));
-                let plain = match wacore_binary::marshal::marshal(&node) {
+                let plain = match crate::wire::encode(&node) {
                     Ok(p) => p,
                     Err(e) => {
                         tracing::error!("cannot encode stanza: {e}");

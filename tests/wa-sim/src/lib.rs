@@ -50,6 +50,7 @@ mod phone;
 mod presence;
 mod server;
 mod signal;
+mod wire;
 mod world;
 
 use std::net::SocketAddr;
