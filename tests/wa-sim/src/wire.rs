@@ -8,6 +8,9 @@
 //! `user@server` before decoding, and again after encoding, because the client on the other
 //! end carries the same decoder and WhatsApp never sends text as a JID. Pairs naming a real
 //! server stay typed JIDs; everything else is decoded by `wacore-binary` itself.
+//!
+//! [`envelope`] reads just the tag and attributes of a frame that does not decode, so the
+//! stanza can still be answered (an IQ gets its error) instead of being dropped.
 
 use std::borrow::Cow;
 
@@ -56,6 +59,38 @@ pub fn encode(node: &Node) -> Result<Vec<u8>, WireError> {
             Ok(out)
         }
     }
+}
+
+/// The tag and attributes of a frame's top-level node, all as text.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Envelope {
+    pub tag: String,
+    pub attrs: Vec<(String, String)>,
+}
+
+impl Envelope {
+    pub fn attr(&self, key: &str) -> Option<&str> {
+        self.attrs
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Reads the top-level tag and attributes of a frame whose body may not decode.
+pub fn envelope(frame: &[u8]) -> Option<Envelope> {
+    let data = wacore_binary::util::unpack(frame).ok()?;
+    let mut r = Reader::new(&data);
+    let header = r.u8().ok()?;
+    let size = r.list_size_of(header).ok().filter(|&n| n > 0)?;
+    let tag = r.value_text().ok()??;
+    let mut attrs = Vec::new();
+    for _ in 0..(size - 1) / 2 {
+        let key = r.value_text().ok()??;
+        let value = r.value_text().ok()?.unwrap_or_default();
+        attrs.push((key, value));
+    }
+    Some(Envelope { tag, attrs })
 }
 
 /// `data` (one node, no format byte) with every JID pair that names no WhatsApp server
@@ -194,6 +229,21 @@ impl<'a> Reader<'a> {
                 .push((start, self.pos, format!("{user}@{server}")));
         }
         Ok(())
+    }
+
+    /// A value in its own right as text, as `wacore-binary` renders it: a pair with no
+    /// user that names a WhatsApp server is that server (`g.us`).
+    fn value_text(&mut self) -> Result<Option<String>, WireError> {
+        let start = self.pos;
+        if self.u8()? != token::JID_PAIR {
+            self.pos = start;
+            return self.text();
+        }
+        let (user, server) = self.pair_parts()?;
+        if user.is_empty() && Server::parse_known(&server).is_some() {
+            return Ok(Some(server));
+        }
+        Ok(Some(format!("{user}@{server}")))
     }
 
     fn pair_parts(&mut self) -> Result<(String, String), WireError> {
@@ -487,6 +537,20 @@ mod tests {
             let got = decode(&client_frame(&subject_iq(sent))).expect("decodes");
             assert_eq!(text_of(&got).0, arrives);
         }
+    }
+
+    #[test]
+    fn the_envelope_of_an_undecodable_iq_still_names_it() {
+        let mut frame = client_frame(&subject_iq("Team"));
+        // Break the content after the attributes: the child list claims more than there is.
+        frame.truncate(frame.len() - 3);
+        assert!(decode(&frame).is_err());
+        let env = envelope(&frame).expect("envelope");
+        assert_eq!(env.tag, "iq");
+        assert_eq!(env.attr("id"), Some("12.34-5"));
+        assert_eq!(env.attr("type"), Some("set"));
+        assert_eq!(env.attr("xmlns"), Some("w:g2"));
+        assert_eq!(envelope(&[0, 0xF8]), None);
     }
 
     #[test]
