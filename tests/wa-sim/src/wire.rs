@@ -132,6 +132,8 @@ fn write_binary(out: &mut Vec<u8>, bytes: &[u8]) {
 struct Reader<'a> {
     data: &'a [u8],
     pos: usize,
+    /// How deep the value being read sits inside pairs and device JIDs.
+    nesting: usize,
     /// (start, end, text) of each pair to write as a plain string, in order.
     splices: Vec<(usize, usize, String)>,
 }
@@ -141,6 +143,7 @@ impl<'a> Reader<'a> {
         Self {
             data,
             pos: 0,
+            nesting: 0,
             splices: Vec::new(),
         }
     }
@@ -219,9 +222,9 @@ impl<'a> Reader<'a> {
     /// pair naming no WhatsApp server is replaced as a whole.
     fn value(&mut self) -> Result<(), WireError> {
         let start = self.pos;
-        if self.u8()? != token::JID_PAIR {
-            self.pos = start;
-            return self.text().map(|_| ());
+        let tag = self.u8()?;
+        if tag != token::JID_PAIR {
+            return self.nested(|r| r.skip(tag));
         }
         let (user, server) = self.pair_parts()?;
         if Server::parse_known(&server).is_none() {
@@ -261,10 +264,68 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// Runs `read` one level deeper, refusing frames nested past [`MAX_DEPTH`]: values
+    /// inside pairs recurse, and a frame can be nothing but pair tokens.
+    fn nested<T>(
+        &mut self,
+        read: impl FnOnce(&mut Self) -> Result<T, WireError>,
+    ) -> Result<T, WireError> {
+        if self.nesting >= MAX_DEPTH {
+            return Err(WireError::TooDeep);
+        }
+        self.nesting += 1;
+        let result = read(self);
+        self.nesting -= 1;
+        result
+    }
+
+    /// Steps over a value that cannot need rewriting, without building its text.
+    fn skip(&mut self, tag: u8) -> Result<(), WireError> {
+        let any = |r: &mut Self| {
+            let tag = r.u8()?;
+            r.nested(|r| r.skip(tag))
+        };
+        match tag {
+            token::BINARY_8 | token::BINARY_20 | token::BINARY_32 => {
+                let len = self.binary_len(tag)?;
+                self.take(len).map(|_| ())
+            }
+            token::JID_PAIR => {
+                any(self)?;
+                any(self)
+            }
+            token::AD_JID => {
+                self.take(2)?;
+                any(self)
+            }
+            token::INTEROP_JID => {
+                any(self)?;
+                self.take(4)?;
+                any(self)
+            }
+            token::FB_JID => {
+                any(self)?;
+                self.take(2)?;
+                any(self)
+            }
+            token::NIBBLE_8 | token::HEX_8 => {
+                let head = self.u8()?;
+                self.take(usize::from(head & 0x7F)).map(|_| ())
+            }
+            token::DICTIONARY_0..=token::DICTIONARY_3 => self.take(1).map(|_| ()),
+            // An empty value or a single-byte token; `wacore-binary` checks which.
+            _ => Ok(()),
+        }
+    }
+
     /// Any value read as text. A pair nested in a pair's server part comes from a string
     /// with more than one `@`, so it is always `user@server`, whatever the server.
     fn text(&mut self) -> Result<Option<String>, WireError> {
         let tag = self.u8()?;
+        self.nested(|r| r.text_of(tag))
+    }
+
+    fn text_of(&mut self, tag: u8) -> Result<Option<String>, WireError> {
         let text = match tag {
             token::LIST_EMPTY => return Ok(None),
             token::BINARY_8 | token::BINARY_20 | token::BINARY_32 => {
@@ -523,6 +584,11 @@ mod tests {
             deep.extend_from_slice(&[token::LIST_8, 2, token::BINARY_8, 1, b'a', token::LIST_8, 1]);
         }
         assert!(decode(&deep).is_err());
+        // So is a frame of nothing but nested pairs.
+        let mut pairs = vec![0u8, token::LIST_8, 1];
+        pairs.extend(std::iter::repeat_n(token::JID_PAIR, 1 << 20));
+        assert!(matches!(decode(&pairs), Err(WireError::TooDeep)));
+        assert_eq!(envelope(&pairs), None);
     }
 
     /// Not the sim's doing, but worth knowing: before the `@`, `wacore-binary`'s encoder
