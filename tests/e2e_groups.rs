@@ -782,3 +782,128 @@ async fn bad_input_and_whatsapp_errors_map_to_the_contract() {
         .await
         .expect(200);
 }
+
+/// The group's name and description as WhatsApp holds them; wagate's cached read and a
+/// fresh query must both show exactly the same.
+async fn texts_everywhere(api: &Api, sim: &Sim, gid: &str) -> (String, String) {
+    let at_wa = sim.group(gid).await;
+    let name = at_wa["subject"].as_str().unwrap_or_default().to_string();
+    let topic = at_wa["description"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    for path in [
+        format!("/sessions/a/groups/{gid}/info"),
+        format!("/sessions/a/groups/{gid}/info?refresh=true"),
+    ] {
+        let info = api.get(&path).await.expect(200);
+        assert_eq!(info["name"], name, "{path}: {info}");
+        assert_eq!(info["topic"], topic, "{path}: {info}");
+    }
+    (name, topic)
+}
+
+/// A write either succeeds or is refused as invalid input; a 200 must have stored exactly
+/// what was sent, a refusal nothing at all. `must` marks text WhatsApp takes as it is.
+#[track_caller]
+fn accepted(reply: &Reply, text: &str, must: bool) -> bool {
+    match reply.code() {
+        200 => true,
+        400 if !must => {
+            reply.expect_error(400, "validation");
+            false
+        }
+        _ => panic!("{text:?}: {} {}", reply.code(), reply.text()),
+    }
+}
+
+/// Names, subjects and descriptions with `@`, emoji and control characters: every write
+/// gets a defined answer (never a timeout), and whatever wagate accepted is exactly what
+/// WhatsApp stored and what wagate reads back. Control characters are WhatsApp's to refuse,
+/// so for those a validation refusal would do as well.
+#[tokio::test(flavor = "multi_thread")]
+async fn at_signs_emoji_and_control_characters_arrive_exactly_or_are_refused() {
+    let (sim, server) = setup().await;
+    let api = server.api();
+    let b = sim.user("6285500000062").await;
+
+    // The client writes short text with an `@` as a JID pair: these used to time out.
+    let mut gid = String::new();
+    for (name, must) in [
+        ("Sales @ HQ", true),
+        ("🚀 Launch @ HQ", true),
+        ("tab\t@ bell\u{7}", false),
+    ] {
+        let reply = api
+            .post_json(
+                "/sessions/a/groups",
+                &json!({"name": name, "participants": [b]}),
+            )
+            .await;
+        if !accepted(&reply, name, must) {
+            continue;
+        }
+        gid = reply.json()["group_jid"].as_str().unwrap().to_string();
+        let (stored, _) = texts_everywhere(&api, &sim, &gid).await;
+        assert_eq!(stored, name);
+        let list = api.get("/sessions/a/groups").await.expect(200);
+        assert!(
+            list["groups"]
+                .as_array()
+                .unwrap()
+                .contains(&json!({"jid": gid, "name": name, "participant_count": 2})),
+            "{list}"
+        );
+    }
+
+    for (subject, must) in [
+        ("Team @ Office", true),
+        ("🚀 Launch @ HQ", true),
+        ("@", true),
+        ("x @ y @ z", true),
+        ("tab\there", false),
+        ("bell\u{7} @ noon", false),
+    ] {
+        let before = texts_everywhere(&api, &sim, &gid).await;
+        let r = api
+            .request(
+                reqwest::Method::PUT,
+                &format!("/sessions/a/groups/{gid}/subject"),
+            )
+            .json(&json!({"subject": subject}));
+        let reply = api.send(r).await;
+        let after = texts_everywhere(&api, &sim, &gid).await;
+        if accepted(&reply, subject, must) {
+            assert_eq!(reply.json(), json!({"success": true}));
+            assert_eq!(after.0, subject);
+        } else {
+            assert_eq!(after, before);
+        }
+    }
+
+    for (description, must) in [
+        ("write to a@b.com", true),
+        ("🚀 Launch @ HQ\nsecond line", true),
+        ("tab\tseparated @ columns", true),
+        ("bell \u{7} @ ring", false),
+        ("nul\u{0}@x", false),
+    ] {
+        let before = texts_everywhere(&api, &sim, &gid).await;
+        let r = api
+            .request(
+                reqwest::Method::PUT,
+                &format!("/sessions/a/groups/{gid}/description"),
+            )
+            .json(&json!({"description": description}));
+        let reply = api.send(r).await;
+        let after = texts_everywhere(&api, &sim, &gid).await;
+        if accepted(&reply, description, must) {
+            assert_eq!(reply.json(), json!({"success": true}));
+            assert_eq!(after.1, description);
+        } else {
+            assert_eq!(after, before);
+        }
+    }
+    let stats = sim.stats().await;
+    assert_eq!(stats["unknown_iqs"], 0, "{stats}");
+}

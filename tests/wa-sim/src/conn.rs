@@ -266,22 +266,85 @@ async fn read_loop<S>(
             return;
         }
         counter = counter.wrapping_add(1);
-        let node = match wacore_binary::util::unpack(&frame)
-            .map_err(|e| e.to_string())
-            .and_then(|data| {
-                wacore_binary::marshal::unmarshal_ref(&data)
-                    .map(|n| n.to_owned())
-                    .map_err(|e| e.to_string())
-            }) {
+        let node = match crate::wire::decode(&frame) {
             Ok(node) => node,
             Err(e) => {
-                tracing::warn!(conn = ctx.conn_id, "undecodable stanza: {e}");
+                if refuse_undecodable(ctx, &frame, &e) == Verdict::EndStream {
+                    wait_closed(&mut kill).await;
+                    return;
+                }
                 continue;
             }
         };
         tracing::debug!(conn = ctx.conn_id, "C->S {}", show(&node));
-        crate::dispatch::handle_node(ctx, node).await;
+        if crate::dispatch::handle_node(ctx, node).await == Verdict::EndStream {
+            wait_closed(&mut kill).await;
+            return;
+        }
     }
+}
+
+/// Whether the connection carries on after a stanza.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Continue,
+    EndStream,
+}
+
+/// A frame that does not decode is still answered: an IQ whose envelope can be read gets
+/// `400 bad-request` (frames are length-delimited, so the stream is still in step);
+/// anything else ends the stream as WhatsApp does with bad XML.
+fn refuse_undecodable(ctx: &Ctx, frame: &[u8], error: &crate::wire::WireError) -> Verdict {
+    let envelope = crate::wire::envelope(frame);
+    let iq = envelope.as_ref().filter(|e| {
+        e.tag == "iq" && e.attr("id").is_some() && matches!(e.attr("type"), Some("get" | "set"))
+    });
+    if let Some(iq) = iq {
+        tracing::warn!(
+            conn = ctx.conn_id,
+            id = iq.attr("id"),
+            xmlns = iq.attr("xmlns"),
+            "undecodable iq answered with 400: {error}"
+        );
+        let answer = NodeBuilder::new("iq")
+            .attr("type", "error")
+            .attr("id", iq.attr("id").unwrap_or_default())
+            .attr("from", iq.attr("to").unwrap_or("s.whatsapp.net"))
+            .children([NodeBuilder::new("error")
+                .attr("code", "400")
+                .attr("text", "bad-request")
+                .build()])
+            .build();
+        ctx.send(answer);
+        return Verdict::Continue;
+    }
+    tracing::warn!(
+        conn = ctx.conn_id,
+        tag = envelope.as_ref().map(|e| e.tag.as_str()),
+        "undecodable stanza ends the stream: {error}"
+    );
+    end_stream(ctx);
+    Verdict::EndStream
+}
+
+/// `<stream:error><xml-not-well-formed/></stream:error>`, then the close: what WhatsApp
+/// sends for a stanza it cannot take. The client recycles its socket on it.
+pub fn end_stream(ctx: &Ctx) {
+    ctx.send(
+        NodeBuilder::new("stream:error")
+            .children([NodeBuilder::new("xml-not-well-formed").build()])
+            .build(),
+    );
+    // Queued behind the error, so the writer flushes it before closing.
+    let _ = ctx.out.send(Outbound::Close);
+}
+
+/// How long a closing stream may take to flush before the socket is dropped anyway.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
+
+/// Reads nothing more while the writer flushes and closes (it then raises `kill`).
+async fn wait_closed(kill: &mut watch::Receiver<bool>) {
+    let _ = tokio::time::timeout(CLOSE_GRACE, kill.wait_for(|k| *k)).await;
 }
 
 async fn write_loop<S>(
@@ -324,11 +387,12 @@ async fn write_loop<S>(
                     }
                 }
                 tracing::debug!(conn = conn_id, "S->C {}", show(&node));
-                let plain = match wacore_binary::marshal::marshal(&node) {
+                let plain = match crate::wire::encode(&node) {
                     Ok(p) => p,
                     Err(e) => {
-                        tracing::error!("cannot encode stanza: {e}");
-                        continue;
+                        // The client would wait forever for it: fail loudly instead.
+                        tracing::error!(conn = conn_id, "cannot encode stanza, closing: {e}");
+                        break;
                     }
                 };
                 let encrypted = match cipher.encrypt_with_counter(counter, &plain) {
@@ -342,8 +406,9 @@ async fn write_loop<S>(
                 let frame = match encode_frame(&encrypted, None) {
                     Ok(f) => f,
                     Err(e) => {
-                        tracing::error!("cannot frame stanza: {e}");
-                        continue;
+                        // The counter has moved on; the stream cannot stay in step.
+                        tracing::error!(conn = conn_id, "cannot frame stanza, closing: {e}");
+                        break;
                     }
                 };
                 if sink.send(Message::binary(frame)).await.is_err() {
@@ -485,4 +550,97 @@ pub fn is_iq_reply(node: &Node) -> bool {
         attr(node, "type").as_deref(),
         Some("result") | Some("error")
     )
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use wacore_binary::{Jid, Server};
+
+    /// A connection context with no socket behind it; what it sends lands in the receiver.
+    pub(crate) fn ctx() -> (Ctx, mpsc::UnboundedReceiver<Outbound>) {
+        let (out, rx) = mpsc::unbounded_channel();
+        let sim = Arc::new(Sim::new(Duration::from_millis(1), 1, false, false));
+        (
+            Ctx {
+                sim,
+                conn_id: 1,
+                out,
+            },
+            rx,
+        )
+    }
+
+    pub(crate) fn sent(rx: &mut mpsc::UnboundedReceiver<Outbound>) -> Option<Node> {
+        match rx.try_recv() {
+            Ok(Outbound::Node(node)) => Some(*node),
+            _ => None,
+        }
+    }
+
+    fn truncated(node: &Node) -> Vec<u8> {
+        let mut frame = wacore_binary::marshal::marshal(node).expect("marshal");
+        frame.truncate(frame.len() - 1);
+        frame
+    }
+
+    #[test]
+    fn an_undecodable_iq_is_answered_400_and_the_stream_goes_on() {
+        let (ctx, mut rx) = ctx();
+        let iq = NodeBuilder::new("iq")
+            .attr("id", "q1")
+            .attr("type", "get")
+            .attr("xmlns", "w:g2")
+            .attr("to", Jid::new("", Server::Group))
+            .children([NodeBuilder::new("query").attr("request", "x").build()])
+            .build();
+        let frame = truncated(&iq);
+        let error = crate::wire::decode(&frame).expect_err("truncated");
+        assert_eq!(refuse_undecodable(&ctx, &frame, &error), Verdict::Continue);
+        let answer = sent(&mut rx).expect("an answer");
+        assert_eq!(answer.tag, "iq");
+        assert_eq!(attr(&answer, "type").as_deref(), Some("error"));
+        assert_eq!(attr(&answer, "id").as_deref(), Some("q1"));
+        assert_eq!(attr(&answer, "from").as_deref(), Some("g.us"));
+        let error = answer.get_optional_child("error").expect("error child");
+        assert_eq!(attr(error, "code").as_deref(), Some("400"));
+        assert_eq!(attr(error, "text").as_deref(), Some("bad-request"));
+        assert!(rx.try_recv().is_err(), "nothing else: the stream stays");
+    }
+
+    #[test]
+    fn any_other_undecodable_frame_ends_the_stream() {
+        let message = NodeBuilder::new("message")
+            .attr("id", "m1")
+            .attr("to", "6285500000001@s.whatsapp.net")
+            .children([NodeBuilder::new("enc").bytes(vec![1, 2, 3]).build()])
+            .build();
+        let reply = NodeBuilder::new("iq")
+            .attr("id", "r1")
+            .attr("type", "result")
+            .children([NodeBuilder::new("x").build()])
+            .build();
+        for frame in [
+            truncated(&message),
+            truncated(&reply),
+            vec![0, wacore_binary::token::LIST_8, 9],
+            vec![0],
+            vec![],
+        ] {
+            let (ctx, mut rx) = ctx();
+            let error = crate::wire::decode(&frame).expect_err("undecodable");
+            assert_eq!(
+                refuse_undecodable(&ctx, &frame, &error),
+                Verdict::EndStream,
+                "{frame:?}"
+            );
+            let answer = sent(&mut rx).expect("a stream error");
+            assert_eq!(answer.tag, "stream:error");
+            assert!(answer.get_optional_child("xml-not-well-formed").is_some());
+            assert!(
+                matches!(rx.try_recv(), Ok(Outbound::Close)),
+                "then the close"
+            );
+        }
+    }
 }

@@ -83,7 +83,7 @@ pub async fn handle(ctx: &Ctx, node: &Node) {
         _ => false,
     };
     if !handled {
-        tracing::info!("unknown iq answered with 501: {}", show(node));
+        tracing::warn!("unknown iq answered with 501: {}", show(node));
         ctx.sim.world().stats.unknown_iqs += 1;
         ctx.send(iq_error(node, 501, "feature-not-implemented"));
     }

@@ -16,6 +16,11 @@
 //! sim.shutdown().await;
 //! # Ok(()) }
 //! ```
+//! No stanza is dropped silently. Text that `wacore-binary` writes as a JID pair
+//! (`Team @ Office`) is read back as text, as WhatsApp reads it; an IQ the sim cannot decode
+//! gets `400 bad-request` and one it does not know `501`; any other stanza it cannot decode
+//! or does not know ends the stream with `<stream:error><xml-not-well-formed/>`.
+//!
 //! Clients must be built with `whatsapp-rust`'s `danger-skip-cert-chain-verify` feature and
 //! `with_version((2, 3000, x))`.
 //!
@@ -50,6 +55,7 @@ mod phone;
 mod presence;
 mod server;
 mod signal;
+mod wire;
 mod world;
 
 use std::net::SocketAddr;

@@ -37,6 +37,14 @@ pub async fn on_message(ctx: &Ctx, node: &Node) {
     };
     let id = attr(node, "id").unwrap_or_default();
     let Some(to) = attr(node, "to") else {
+        tracing::warn!(id, "message without a recipient refused");
+        ctx.send(
+            NodeBuilder::new("ack")
+                .attr("class", "message")
+                .attr("id", id)
+                .attr("error", "400")
+                .build(),
+        );
         return;
     };
     let t = now_secs();

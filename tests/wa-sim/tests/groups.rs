@@ -232,3 +232,66 @@ async fn group_lifecycle_and_messages() {
     }
     sim.shutdown().await;
 }
+
+/// The client writes short text containing `@` as a JID pair; WhatsApp reads it back as
+/// text, and so must the sim, in both directions.
+#[tokio::test(flavor = "multi_thread")]
+async fn subjects_and_descriptions_with_an_at_sign_arrive_intact() {
+    let sim = start_sim().await;
+    let (alice, _) = pair_by_qr(&sim, Some("alice"), None).await;
+    let (bob, bob_phone) = pair_by_qr(&sim, Some("bob"), None).await;
+    let a = alice.handle.client();
+    let b = bob.handle.client();
+
+    let created = a
+        .groups()
+        .create_group(
+            GroupCreateOptions::builder()
+                .subject("Sales @ HQ")
+                .participants(vec![GroupParticipantOptions::new(pn_jid(&bob_phone))])
+                .description(GroupDescription::new("ask @ desk").unwrap())
+                .build(),
+        )
+        .await
+        .expect("create answered");
+    let gid = created.metadata.id.clone();
+    assert_eq!(created.metadata.subject, "Sales @ HQ");
+    let (_, group) = get(&sim, &format!("/groups/{gid}")).await;
+    assert_eq!(group["subject"], "Sales @ HQ", "{group}");
+    assert_eq!(group["description"], "ask @ desk", "{group}");
+
+    a.groups()
+        .set_subject(gid.clone(), GroupSubject::new("Team @ Office").unwrap())
+        .await
+        .expect("subject answered");
+    wait_event(&bob.events, Duration::from_secs(10), "subject notification", |e| {
+        is_group_update(e, |a| matches!(a, GroupNotificationAction::Subject { subject, .. } if subject == "Team @ Office"))
+    })
+    .await;
+    a.groups()
+        .set_description(
+            gid.clone(),
+            Some(GroupDescription::new("write to a@b.com").unwrap()),
+            PreviousDescription::Resolve,
+        )
+        .await
+        .expect("description answered");
+    wait_event(&bob.events, Duration::from_secs(10), "description notification", |e| {
+        is_group_update(e, |a| matches!(a, GroupNotificationAction::Description { description, .. } if description.as_deref() == Some("write to a@b.com")))
+    })
+    .await;
+
+    let (_, group) = get(&sim, &format!("/groups/{gid}")).await;
+    assert_eq!(group["subject"], "Team @ Office", "{group}");
+    assert_eq!(group["description"], "write to a@b.com", "{group}");
+    let meta = b.groups().get_metadata(&gid).await.expect("metadata");
+    assert_eq!(meta.subject, "Team @ Office");
+    assert_eq!(meta.description.as_deref(), Some("write to a@b.com"));
+    let stats = stats(&sim).await;
+    assert_eq!(stats["unknown_iqs"], 0, "{stats}");
+
+    for client in [alice, bob] {
+        client.handle.shutdown().await;
+    }
+    sim.shutdown().await;
+}

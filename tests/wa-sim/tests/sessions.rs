@@ -242,3 +242,35 @@ async fn stays_connected_for_a_minute() {
     client.handle.shutdown().await;
     sim.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unknown_stanza_ends_the_stream_and_the_client_reconnects() {
+    let sim = start_sim().await;
+    let (client, _) = pair_by_qr(&sim, Some("hank"), None).await;
+    let connections = stats(&sim).await["connections"].as_u64().unwrap();
+    client
+        .handle
+        .client()
+        .send_node(
+            whatsapp_rust::wacore_binary::builder::NodeBuilder::new("no-such-stanza")
+                .attr("id", "x1")
+                .build(),
+        )
+        .await
+        .unwrap();
+    wait_event(
+        &client.events,
+        Duration::from_secs(10),
+        "the stream error",
+        |e| matches!(e, Event::StreamError(_)),
+    )
+    .await;
+    wait_connected(&client.events, Duration::from_secs(30)).await;
+    let stats = stats(&sim).await;
+    assert!(
+        stats["connections"].as_u64().unwrap() > connections,
+        "a new connection: {stats}"
+    );
+    client.handle.shutdown().await;
+    sim.shutdown().await;
+}
