@@ -375,9 +375,15 @@ async fn a_replaced_session_fails_instead_of_taking_the_account_back() {
         .await;
     assert_eq!(status, 200, "{reply}");
     wait_status(&server, "twin", "failed", Duration::from_secs(20)).await;
-    let node = server.actor("session:twin").await.expect(200);
-    let reason = node["last_failure"]["reason"].as_str().unwrap_or_default();
-    assert!(reason.starts_with("replaced"), "{node}");
+    // The admin view names why, once the connection is gone.
+    let named = wait_until(Duration::from_secs(20), || async {
+        let node = server.actor("session:twin").await.expect(200);
+        node["last_failure"]["reason"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("replaced"))
+    })
+    .await;
+    assert!(named, "{}", server.actor("session:twin").await.expect(200));
     // No loop: it does not log in again by itself, not even after a restart.
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(sim.stats().await["logins"], before["logins"]);

@@ -8,9 +8,9 @@ use std::sync::Arc;
 
 use crate::error::GatewayError;
 use crate::model::{
-    GroupInfoView, GroupSummary, GroupView, ParticipantResult, ParticipantView, UserJid,
+    GroupChange, GroupInfoView, GroupNotification, GroupSummary, GroupView, ParticipantResult,
+    ParticipantView, UserJid,
 };
-use crate::whatsapp::{GroupChange, GroupNotification};
 
 /// What the cache keeps of a group.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

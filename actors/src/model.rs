@@ -341,6 +341,36 @@ impl fmt::Display for GroupJid {
     }
 }
 
+/// A change to one group, pushed by WhatsApp. Users are JIDs without device
+/// (`628…@s.whatsapp.net`, or `…@lid` when WhatsApp gave no phone number).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupNotification {
+    pub group: String,
+    /// The participant who made the change, when WhatsApp names one.
+    pub author: Option<String>,
+    /// Unix seconds.
+    pub timestamp: u64,
+    pub change: GroupChange,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GroupChange {
+    Added(Vec<String>),
+    Removed(Vec<String>),
+    Promoted(Vec<String>),
+    Demoted(Vec<String>),
+    Subject(String),
+    Description {
+        id: String,
+        text: Option<String>,
+    },
+    Announce(bool),
+    Locked(bool),
+    /// Anything else (creation, ephemeral settings, membership requests, …): the group's
+    /// metadata should be read again.
+    Other,
+}
+
 /// `GET /groups` entry.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct GroupSummary {

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use super::WaClient;
+pub use crate::model::{GroupChange, GroupNotification};
 
 /// One event of a session's connection.
 #[derive(Debug, Clone)]
@@ -51,36 +52,6 @@ pub struct Identity {
     pub device: Option<u16>,
     pub lid: Option<String>,
     pub push_name: Option<String>,
-}
-
-/// A change to one group, pushed by WhatsApp. Users are JIDs without device
-/// (`628…@s.whatsapp.net`, or `…@lid` when WhatsApp gave no phone number).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GroupNotification {
-    pub group: String,
-    /// The participant who made the change, when WhatsApp names one.
-    pub author: Option<String>,
-    /// Unix seconds.
-    pub timestamp: u64,
-    pub change: GroupChange,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum GroupChange {
-    Added(Vec<String>),
-    Removed(Vec<String>),
-    Promoted(Vec<String>),
-    Demoted(Vec<String>),
-    Subject(String),
-    Description {
-        id: String,
-        text: Option<String>,
-    },
-    Announce(bool),
-    Locked(bool),
-    /// Anything else (creation, ephemeral settings, membership requests, …): the group's
-    /// metadata should be read again.
-    Other,
 }
 
 /// What a connection reports to the session that owns it; `generation` tells the current
