@@ -235,15 +235,25 @@ pub static ROUTES: LazyLock<Vec<Route>> = LazyLock::new(|| {
             Admin,
         ),
     ];
-    #[cfg(feature = "test-server")]
-    routes.push(route(
-        Method::POST,
-        "/api/v1/admin/actors/{name}/crash",
-        E::CrashActor,
-        Admin,
-    ));
+    routes.extend(test_only_routes());
     routes
 });
+
+/// The test-only crash trigger (admin.md's restart, with a panic instead of a stop).
+#[cfg(feature = "test-server")]
+fn test_only_routes() -> Vec<Route> {
+    vec![route(
+        Method::POST,
+        "/api/v1/admin/actors/{name}/crash",
+        Endpoint::CrashActor,
+        Access::Admin,
+    )]
+}
+
+#[cfg(not(feature = "test-server"))]
+fn test_only_routes() -> Vec<Route> {
+    Vec::new()
+}
 
 /// Why a request found no route.
 #[derive(Debug, Clone, PartialEq, Eq)]
