@@ -15,29 +15,6 @@ fn user(phone: &str) -> String {
     format!("{phone}@s.whatsapp.net")
 }
 
-async fn pair(server: &TestServer, sim: &Sim, id: &str, phone: &str) {
-    let api = server.api();
-    api.post_json("/sessions", &json!({"id": id}))
-        .await
-        .expect(201);
-    let qr = wait_for(Duration::from_secs(20), || async {
-        let r = api.get(&format!("/sessions/{id}/qr")).await;
-        (r.code() == 200).then(|| r.json())
-    })
-    .await
-    .expect("a QR code");
-    sim.post_ok(
-        "/scan-qr",
-        json!({"qr": qr["qr_codes"][0], "phone_number": phone, "push_name": id}),
-    )
-    .await;
-    let ok = wait_until(PAIRING, || async {
-        api.get(&format!("/sessions/{id}")).await.json()["status"] == "logged_in"
-    })
-    .await;
-    assert!(ok, "session {id} logged in");
-}
-
 fn role_of(sim_group: &Value, jid: &str) -> Option<String> {
     sim_group["participants"]
         .as_array()?
@@ -55,7 +32,7 @@ fn keys(v: &Value) -> Vec<String> {
 async fn setup() -> (Sim, TestServer) {
     let sim = Sim::start().await;
     let server = TestServer::builder().whatsapp_url(sim.url()).start().await;
-    pair(&server, &sim, "a", "6285500000001").await;
+    sim.pair_by_qr(&server, "a", "6285500000001", "a").await;
     (sim, server)
 }
 
@@ -400,7 +377,7 @@ async fn texts_reach_group_members_and_users_decrypted_by_their_own_keys() {
 #[tokio::test(flavor = "multi_thread")]
 async fn two_sessions_see_each_others_changes_through_notifications() {
     let (sim, server) = setup().await;
-    pair(&server, &sim, "b", "6285500000022").await;
+    sim.pair_by_qr(&server, "b", "6285500000022", "b").await;
     let api = server.api();
     let gid = api
         .post_json(
@@ -512,7 +489,8 @@ async fn two_sessions_see_each_others_changes_through_notifications() {
 #[tokio::test(flavor = "multi_thread")]
 async fn join_by_code_or_link_and_read_invite_info() {
     let (sim, server) = setup().await;
-    pair(&server, &sim, "owner", "6285500000031").await;
+    sim.pair_by_qr(&server, "owner", "6285500000031", "owner")
+        .await;
     let api = server.api();
     let gid = api
         .post_json(

@@ -12,25 +12,6 @@ use std::time::Duration;
 const PAIRING: Duration = Duration::from_secs(60);
 const SETTLE: Duration = Duration::from_secs(20);
 
-async fn pair(server: &TestServer, sim: &Sim, id: &str, phone: &str) {
-    let api = server.api();
-    api.post_json("/sessions", &json!({"id": id}))
-        .await
-        .expect(201);
-    let qr = wait_for(Duration::from_secs(20), || async {
-        let r = api.get(&format!("/sessions/{id}/qr")).await;
-        (r.code() == 200).then(|| r.json())
-    })
-    .await
-    .expect("a QR code");
-    sim.post_ok(
-        "/scan-qr",
-        json!({"qr": qr["qr_codes"][0], "phone_number": phone, "push_name": id}),
-    )
-    .await;
-    logged_in(server, id).await;
-}
-
 async fn logged_in(server: &TestServer, id: &str) {
     let ok = wait_until(PAIRING, || async {
         server.api().get(&format!("/sessions/{id}")).await.json()["status"] == "logged_in"
@@ -41,7 +22,7 @@ async fn logged_in(server: &TestServer, id: &str) {
 
 /// A session `a` in a group with one sim-only member; returns the group's JID.
 async fn group_of_two(server: &TestServer, sim: &Sim) -> String {
-    pair(server, sim, "a", "6287700000001").await;
+    sim.pair_by_qr(server, "a", "6287700000001", "a").await;
     let b = sim.user("6287700000002").await;
     let created = server
         .api()

@@ -33,30 +33,6 @@ async fn wait_status(server: &TestServer, id: &str, want: &str, timeout: Duratio
     );
 }
 
-/// Creates a session and pairs it by "scanning" its QR code with a phone.
-async fn pair_by_qr(server: &TestServer, sim: &Sim, id: &str, phone: &str, push_name: &str) {
-    server
-        .api()
-        .post_json("/sessions", &json!({"id": id}))
-        .await
-        .expect(201);
-    let qr = wait_for(Duration::from_secs(20), || async {
-        let r = server.api().get(&format!("/sessions/{id}/qr")).await;
-        (r.code() == 200).then(|| r.json())
-    })
-    .await
-    .expect("a QR code");
-    let code = qr["qr_codes"][0].as_str().unwrap().to_string();
-    let (status, linked) = sim
-        .post(
-            "/scan-qr",
-            json!({"qr": code, "phone_number": phone, "push_name": push_name}),
-        )
-        .await;
-    assert_eq!(status, 200, "{linked}");
-    wait_status(server, id, "logged_in", PAIRING).await;
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn qr_pairing_logs_in_with_the_clients_real_codes() {
     let sim = Sim::start().await;
@@ -207,8 +183,8 @@ async fn pair_code_pairing_logs_in() {
 async fn kill9_restart_logs_every_session_back_in_without_pairing() {
     let sim = Sim::start().await;
     let mut server = gateway(&sim).await;
-    pair_by_qr(&server, &sim, "one", "6281230000011", "One").await;
-    pair_by_qr(&server, &sim, "two", "6281230000012", "Two").await;
+    sim.pair_by_qr(&server, "one", "6281230000011", "One").await;
+    sim.pair_by_qr(&server, "two", "6281230000012", "Two").await;
     let before = sim.stats().await;
     assert_eq!(before["pairings"], 2, "{before}");
 
@@ -230,8 +206,9 @@ async fn kill9_restart_logs_every_session_back_in_without_pairing() {
 async fn disconnect_connect_logout_and_delete_follow_the_contract() {
     let sim = Sim::start().await;
     let mut server = gateway(&sim).await;
-    pair_by_qr(&server, &sim, "dc", "6281230000021", "Dee").await;
-    pair_by_qr(&server, &sim, "gone", "6281230000022", "Gone").await;
+    sim.pair_by_qr(&server, "dc", "6281230000021", "Dee").await;
+    sim.pair_by_qr(&server, "gone", "6281230000022", "Gone")
+        .await;
     let api = server.api();
 
     // disconnect keeps credentials and stays offline across a restart.
@@ -292,7 +269,7 @@ async fn disconnect_connect_logout_and_delete_follow_the_contract() {
 async fn phone_unlinking_the_device_logs_the_session_out() {
     let sim = Sim::start().await;
     let server = gateway(&sim).await;
-    pair_by_qr(&server, &sim, "unl", "6281230000031", "Una").await;
+    sim.pair_by_qr(&server, "unl", "6281230000031", "Una").await;
     assert!(server.data_dir().join("sessions/unl").exists());
     let (status, reply) = sim.post("/accounts/6281230000031/unlink", json!({})).await;
     assert_eq!(status, 200, "{reply}");
@@ -311,7 +288,8 @@ async fn phone_unlinking_the_device_logs_the_session_out() {
 async fn a_dropped_socket_reconnects_by_itself() {
     let sim = Sim::start().await;
     let server = gateway(&sim).await;
-    pair_by_qr(&server, &sim, "drop", "6281230000041", "Drop").await;
+    sim.pair_by_qr(&server, "drop", "6281230000041", "Drop")
+        .await;
     let before = sim.stats().await;
     let (status, reply) = sim
         .post(
@@ -335,7 +313,8 @@ async fn everything_under_the_data_dir_is_owner_only_after_pairing() {
     use std::os::unix::fs::PermissionsExt;
     let sim = Sim::start().await;
     let server = gateway(&sim).await;
-    pair_by_qr(&server, &sim, "private", "6281230000061", "Private").await;
+    sim.pair_by_qr(&server, "private", "6281230000061", "Private")
+        .await;
     // Something of everything: the session record, its credentials, a group in the cache.
     server
         .api()
@@ -365,7 +344,8 @@ async fn everything_under_the_data_dir_is_owner_only_after_pairing() {
 async fn a_replaced_session_fails_instead_of_taking_the_account_back() {
     let sim = Sim::start().await;
     let mut server = gateway(&sim).await;
-    pair_by_qr(&server, &sim, "twin", "6281230000051", "Twin").await;
+    sim.pair_by_qr(&server, "twin", "6281230000051", "Twin")
+        .await;
     let before = sim.stats().await;
     let (status, reply) = sim
         .post(
@@ -408,7 +388,8 @@ async fn a_stalled_server_answers_504_in_time_and_the_actor_stays_responsive() {
         .env("WAGATE_SUPERVISION_CALL_TIMEOUT", "6s")
         .start()
         .await;
-    pair_by_qr(&server, &sim, "stall", "6281230000051", "Stall").await;
+    sim.pair_by_qr(&server, "stall", "6281230000051", "Stall")
+        .await;
     let (status, reply) = sim
         .post("/faults", json!({"kind": "stall", "duration_ms": 8000}))
         .await;
@@ -446,7 +427,8 @@ async fn a_stalled_server_answers_504_in_time_and_the_actor_stays_responsive() {
 async fn a_crashing_session_never_runs_two_clients_and_logs_back_in() {
     let sim = Sim::start().await;
     let server = gateway(&sim).await;
-    pair_by_qr(&server, &sim, "crashy", "6281230000061", "Crashy").await;
+    sim.pair_by_qr(&server, "crashy", "6281230000061", "Crashy")
+        .await;
     let before = sim.stats().await;
     assert_eq!(before["active_connections"], 1, "{before}");
     let mut logins = before["logins"].as_u64().unwrap();

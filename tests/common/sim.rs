@@ -75,6 +75,39 @@ impl Sim {
         self.get_ok(&format!("/groups/{jid}")).await
     }
 
+    /// Creates session `id` on `server` and pairs it by scanning its QR code with the phone
+    /// `phone` (shown as `push_name`); returns once the session is logged in.
+    pub async fn pair_by_qr(
+        &self,
+        server: &super::TestServer,
+        id: &str,
+        phone: &str,
+        push_name: &str,
+    ) {
+        let api = server.api();
+        api.post_json("/sessions", &json!({ "id": id }))
+            .await
+            .expect(201);
+        let qr = super::wait_for(std::time::Duration::from_secs(20), || async {
+            let r = api.get(&format!("/sessions/{id}/qr")).await;
+            (r.code() == 200).then(|| r.json())
+        })
+        .await
+        .expect("a QR code");
+        let (status, linked) = self
+            .post(
+                "/scan-qr",
+                json!({"qr": qr["qr_codes"][0], "phone_number": phone, "push_name": push_name}),
+            )
+            .await;
+        assert_eq!(status, 200, "{linked}");
+        let logged_in = super::wait_until(std::time::Duration::from_secs(60), || async {
+            api.get(&format!("/sessions/{id}")).await.json()["status"] == "logged_in"
+        })
+        .await;
+        assert!(logged_in, "session {id} logged in\n{}", server.output());
+    }
+
     /// A user that exists only inside the simulator, with real Signal keys; returns its JID.
     pub async fn user(&self, phone: &str) -> String {
         let reply = self
