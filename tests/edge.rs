@@ -245,8 +245,22 @@ async fn past_the_connection_cap_new_clients_are_served_once_idle_ones_close() {
     for _ in 0..4 {
         idle.push(raw(&srv).await);
     }
-    // Served once the idle ones hit the header timeout, well within the client's own.
+    // Served once an idle one hits the header timeout and frees its slot, not before: by
+    // the time the answer comes, the server has closed at least one of them.
     srv.root(None).unpooled().get("/health").await.expect(200);
+    let mut freed = 0;
+    for stream in &mut idle {
+        if read_until_closed(stream, Duration::from_millis(50))
+            .await
+            .is_some()
+        {
+            freed += 1;
+        }
+    }
+    assert!(
+        freed > 0,
+        "a fifth connection was served past the cap of four"
+    );
     srv.api().unpooled().get("/sessions").await.expect(200);
     for mut stream in idle {
         assert!(

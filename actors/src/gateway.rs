@@ -147,12 +147,16 @@ impl Gateway {
         id: &SessionId,
         kind: ActorKind,
     ) -> Result<ActorRef<M>> {
+        // One deadline for both waits: the session coming back, then its child.
         let deadline = tokio::time::Instant::now() + RESTART_WAIT;
+        let link = self.link(id).await?;
         loop {
-            let link = self.link(id).await?;
             logged_in(&link)?;
             if let Some(cell) = link.child(kind) {
                 return Ok(ActorRef::from(cell));
+            }
+            if link.is_gone() {
+                return Err(self.lost(id));
             }
             if tokio::time::Instant::now() >= deadline {
                 return Err(GatewayError::Unavailable);

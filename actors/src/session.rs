@@ -182,7 +182,7 @@ impl SessionState {
             ));
             self.live = SessionStatus::Connecting;
             self.qr = None;
-            self.pairing = None;
+            self.end_pairing();
         }
     }
 
@@ -191,7 +191,7 @@ impl SessionState {
             conn.request_stop();
         }
         self.qr = None;
-        self.pairing = None;
+        self.end_pairing();
         self.tell_children_client(None);
     }
 
@@ -343,7 +343,7 @@ impl SessionState {
             WaEvent::PairSuccess(device) => {
                 tracing::info!(session = %self.id, "paired with WhatsApp");
                 self.qr = None;
-                self.pairing = None;
+                self.end_pairing();
                 self.record.phone_number = Some(device.phone);
                 self.record.lid = Some(device.lid);
                 self.record.device_id = Some(device.device);
@@ -358,7 +358,7 @@ impl SessionState {
             }
             WaEvent::Connected(identity) => {
                 self.qr = None;
-                self.pairing = None;
+                self.end_pairing();
                 if let Some(phone) = identity.phone {
                     self.record.phone_number = Some(phone);
                     self.record.device_id = identity.device;
@@ -400,7 +400,7 @@ impl SessionState {
     async fn on_exit(&mut self, myself: &ActorRef<SessionMsg>, exit: ConnectionExit) {
         self.conn = None;
         self.qr = None;
-        self.pairing = None;
+        self.end_pairing();
         self.tell_children_client(None);
         match exit {
             ConnectionExit::LoggedOut => self.erase_on_exit = true,
@@ -462,6 +462,18 @@ impl SessionState {
             "children": self.children.len(),
             "failed": self.failed,
         })
+    }
+
+    /// Forgets the pair code; anyone still waiting for it learns the connection changed
+    /// instead of seeing the request vanish.
+    fn end_pairing(&mut self) {
+        if let Some(pairing) = self.pairing.take() {
+            for reply in pairing.waiting {
+                let _ = reply.send(Err(GatewayError::NotConnected(
+                    "the connection changed before WhatsApp sent the pair code".into(),
+                )));
+            }
+        }
     }
 
     /// Asks WhatsApp for a pair code, once per phone number while it is valid: the same

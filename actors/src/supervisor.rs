@@ -87,10 +87,13 @@ impl Actor for Supervisor {
 
     async fn pre_start(
         &self,
-        _myself: ActorRef<Self::Msg>,
+        myself: ActorRef<Self::Msg>,
         services: Shared,
     ) -> std::result::Result<Self::State, ActorProcessingErr> {
         let messages = services.directory.starting(ROOT, ActorKind::Supervisor);
+        // Running as soon as the spawn returns to `Gateway::start`, before the server answers:
+        // restoring sessions (post_start) happens under a running root.
+        services.directory.running(ROOT, myself.get_cell());
         Ok(SupervisorState {
             services,
             sessions: HashMap::new(),
@@ -103,7 +106,6 @@ impl Actor for Supervisor {
         myself: ActorRef<Self::Msg>,
         state: &mut Self::State,
     ) -> std::result::Result<(), ActorProcessingErr> {
-        state.services.directory.running(ROOT, myself.get_cell());
         let records = state.services.store.sessions()?;
         tracing::info!(sessions = records.len(), "restoring sessions");
         for record in records {
