@@ -7,7 +7,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use wagate_actors::settings::{GroupSettings, Settings, SupervisionSettings, WhatsAppSettings};
+use wagate_actors::settings::{
+    EventSettings, GroupSettings, Settings, SupervisionSettings, WebhookSettings, WhatsAppSettings,
+};
 
 /// The default configuration, as shipped in the repository root.
 pub const DEFAULT_CONFIG: &str = include_str!("../config.toml");
@@ -39,6 +41,8 @@ pub struct Config {
     pub supervision: SupervisionConfig,
     pub storage: StorageConfig,
     pub groups: GroupsConfig,
+    pub events: EventsConfig,
+    pub webhooks: WebhooksConfig,
     #[serde(skip)]
     pub api_token: Option<Secret>,
     #[serde(skip)]
@@ -100,6 +104,25 @@ pub struct StorageConfig {
 pub struct GroupsConfig {
     #[serde(with = "humantime_serde")]
     pub refresh_interval: Duration,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventsConfig {
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhooksConfig {
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    pub max_in_flight: usize,
+    #[serde(with = "humantime_serde")]
+    pub backoff_min: Duration,
+    #[serde(with = "humantime_serde")]
+    pub backoff_max: Duration,
 }
 
 /// A bearer token. Its `Debug` and `Display` never show the value.
@@ -203,6 +226,21 @@ impl Config {
                 "http.header_timeout and http.body_timeout must be positive".into(),
             ));
         }
+        if self.events.retention.is_zero() {
+            return Err(ConfigError::Parse(
+                "events.retention must be positive".into(),
+            ));
+        }
+        if self.webhooks.timeout.is_zero() || self.webhooks.backoff_min.is_zero() {
+            return Err(ConfigError::Parse(
+                "webhooks.timeout and webhooks.backoff_min must be positive".into(),
+            ));
+        }
+        if self.webhooks.backoff_min > self.webhooks.backoff_max {
+            return Err(ConfigError::Parse(
+                "webhooks.backoff_min exceeds webhooks.backoff_max".into(),
+            ));
+        }
         Ok(())
     }
 
@@ -232,6 +270,15 @@ impl Config {
             },
             groups: GroupSettings {
                 refresh_interval: self.groups.refresh_interval,
+            },
+            events: EventSettings {
+                retention: self.events.retention,
+            },
+            webhooks: WebhookSettings {
+                timeout: self.webhooks.timeout,
+                max_in_flight: self.webhooks.max_in_flight.max(1),
+                backoff_min: self.webhooks.backoff_min,
+                backoff_max: self.webhooks.backoff_max,
             },
         }
     }

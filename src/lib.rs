@@ -77,6 +77,12 @@ pub async fn run(
         header_timeout: config.http.header_timeout,
     };
     let service = warp::service(api::routes(ctx.clone()));
+    let streams = ctx.clone();
+    let shutdown = async move {
+        shutdown.await;
+        // Event streams never end on their own; they must not hold up the HTTP drain.
+        streams.gateway.begin_shutdown();
+    };
     server::serve(listener, service, limits, shutdown, HTTP_DRAIN).await;
     tracing::info!("shutting down: HTTP stopped");
     ctx.gateway.shutdown().await;

@@ -19,6 +19,8 @@ use crate::group_cache::GroupsSnapshot;
 use crate::model::SessionStatus;
 
 pub const ROOT: &str = "supervisor";
+/// The webhook deliveries' actor, a child of the root.
+pub const WEBHOOKS: &str = "webhooks";
 
 pub fn session_name(id: &str) -> String {
     format!("session:{id}")
@@ -28,6 +30,8 @@ pub fn child_name(id: &str, kind: ActorKind) -> String {
     match kind {
         ActorKind::Groups => format!("session:{id}/groups"),
         ActorKind::Invites => format!("session:{id}/invites"),
+        ActorKind::Events => format!("session:{id}/events"),
+        ActorKind::Webhooks => WEBHOOKS.to_owned(),
         ActorKind::Session => session_name(id),
         ActorKind::Supervisor => ROOT.to_owned(),
     }
@@ -40,6 +44,8 @@ pub enum ActorKind {
     Session,
     Groups,
     Invites,
+    Events,
+    Webhooks,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -95,6 +101,7 @@ pub struct SessionLink {
     status: AtomicU8,
     groups: ArcSwapOption<ActorCell>,
     invites: ArcSwapOption<ActorCell>,
+    events: ArcSwapOption<ActorCell>,
     groups_cache: ArcSwap<GroupsSnapshot>,
 }
 
@@ -105,6 +112,7 @@ impl SessionLink {
             status: AtomicU8::new(status.code()),
             groups: ArcSwapOption::empty(),
             invites: ArcSwapOption::empty(),
+            events: ArcSwapOption::empty(),
             groups_cache: ArcSwap::from_pointee(GroupsSnapshot::default()),
         }
     }
@@ -131,7 +139,8 @@ impl SessionLink {
         let slot = match kind {
             ActorKind::Groups => &self.groups,
             ActorKind::Invites => &self.invites,
-            ActorKind::Session | ActorKind::Supervisor => return None,
+            ActorKind::Events => &self.events,
+            ActorKind::Session | ActorKind::Supervisor | ActorKind::Webhooks => return None,
         };
         slot.load_full()
             .map(|cell| (*cell).clone())
@@ -143,7 +152,8 @@ impl SessionLink {
         match kind {
             ActorKind::Groups => self.groups.store(value),
             ActorKind::Invites => self.invites.store(value),
-            ActorKind::Session | ActorKind::Supervisor => {}
+            ActorKind::Events => self.events.store(value),
+            ActorKind::Session | ActorKind::Supervisor | ActorKind::Webhooks => {}
         }
     }
 
@@ -307,6 +317,9 @@ impl Directory {
                     .collect();
                 root.children.push(session);
             }
+        }
+        if let Some(node) = nodes.get(WEBHOOKS) {
+            root.children.push(Self::view(WEBHOOKS, node));
         }
         Some(root)
     }

@@ -39,6 +39,8 @@ pub enum GatewayError {
     WhatsAppTimeout(Duration),
     #[error("the session's actor is busy or restarting; retry shortly")]
     Unavailable,
+    #[error("events up to {} are no longer retained; the oldest event held is {oldest}", oldest.saturating_sub(1))]
+    EventsExpired { oldest: u64 },
     #[error("storage error: {0}")]
     Storage(String),
     #[error("internal error: {0}")]

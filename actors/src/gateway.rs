@@ -6,10 +6,13 @@
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorRef, RpcReplyPort};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use crate::directory::{ActorKind, Directory, NodeView, ROOT, SessionLink};
+use crate::directory::{ActorKind, Directory, NodeView, ROOT, SessionLink, WEBHOOKS};
 use crate::error::{GatewayError, Result};
+use crate::event_log::{EventLog, StoredEvent};
+use crate::events::EventsMsg;
 use crate::group_cache::{CachedGroup, ParticipantAction, refused_admin_changes};
 use crate::groups::GroupsMsg;
 use crate::intensity::Intensity;
@@ -19,11 +22,14 @@ use crate::model::{
     PairCodeView, ParticipantResult, QrView, SentMessage, SessionId, SessionStatus, SessionView,
     StatusView, UserJid,
 };
-use crate::services::{Services, Shared};
+use crate::services::{EventCounters, Services, Shared};
 use crate::session::{RESTART_REASON, SessionMsg};
 use crate::settings::Settings;
 use crate::store::Store;
 use crate::supervisor::{Supervisor, SupervisorMsg};
+use crate::webhooks::{
+    CreatedWebhook, WebhookPatch, WebhookSpec, WebhookStats, WebhookView, WebhooksMsg,
+};
 use crate::whatsapp::connection::{ClientSlots, ConnectionEnv};
 
 /// How long a request waits for a session (or its child) that is being restarted.
@@ -32,6 +38,8 @@ const RESTART_WAIT: Duration = Duration::from_secs(3);
 const RESTART_POLL: Duration = Duration::from_millis(20);
 /// Upper bound for asking an actor what it holds (admin only).
 const INSPECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How many events one pull looks at, at most, when a type filter skips most of them.
+const MAX_SCAN: usize = 10_000;
 /// Upper bound for one session's answer while listing all of them.
 const LIST_TIMEOUT: Duration = Duration::from_millis(500);
 
@@ -39,6 +47,15 @@ pub struct Gateway {
     services: Shared,
     supervisor: ActorRef<SupervisorMsg>,
     supervisor_task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Turns true when shutdown starts.
+    shutdown: tokio::sync::watch::Sender<bool>,
+}
+
+/// One page of a session's event log.
+#[derive(Debug, Clone)]
+pub struct EventPage {
+    pub events: Vec<StoredEvent>,
+    pub next_after: u64,
 }
 
 /// Counters for `/metrics`.
@@ -48,6 +65,10 @@ pub struct Metrics {
     pub actors: usize,
     pub restarts_total: u64,
     pub live_clients: usize,
+    pub events_appended: u64,
+    pub events_delivered: u64,
+    pub delivery_failures: u64,
+    pub webhooks: Vec<WebhookStats>,
 }
 
 /// Turns an actor call's outcome into the domain's.
@@ -89,12 +110,15 @@ impl Gateway {
                 settings.whatsapp.connect_concurrency.max(1),
             )),
         };
+        let events = EventLog::open(store.db())?;
         let services = Arc::new(Services {
             settings,
             store,
             directory: Directory::default(),
             intensity: Intensity::default(),
             connections,
+            events,
+            metrics: EventCounters::default(),
         });
         let (supervisor, supervisor_task) = Actor::spawn(None, Supervisor, services.clone())
             .await
@@ -103,7 +127,13 @@ impl Gateway {
             services,
             supervisor,
             supervisor_task: std::sync::Mutex::new(Some(supervisor_task)),
+            shutdown: tokio::sync::watch::channel(false).0,
         })
+    }
+
+    /// Shutdown has started: open event streams end now, so the HTTP drain is not held up.
+    pub fn begin_shutdown(&self) {
+        self.shutdown.send_replace(true);
     }
 
     pub fn settings(&self) -> &Settings {
@@ -509,7 +539,8 @@ impl Gateway {
         to: ChatJid,
         text: String,
     ) -> Result<SentMessage> {
-        match to {
+        let chat = to.as_str().to_owned();
+        let sent = match to {
             ChatJid::Group(jid) => {
                 self.call_groups(id, |reply| GroupsMsg::SendText { jid, text, reply })
                     .await
@@ -518,10 +549,149 @@ impl Gateway {
                 self.call_session(id, |reply| SessionMsg::SendText { to, text, reply })
                     .await
             }
+        }?;
+        // WhatsApp's server accepted it: the first of the message's acks.
+        let ack = crate::model::MessageAck {
+            chat,
+            by: "s.whatsapp.net".into(),
+            message_ids: vec![sent.message_id.clone()],
+            status: crate::model::AckStatus::Server,
+            timestamp: sent.timestamp,
+        };
+        if let Some(log) = self
+            .services
+            .directory
+            .link(id.as_str())
+            .and_then(|link| link.child(ActorKind::Events))
+        {
+            let _ = ActorRef::<EventsMsg>::from(log)
+                .cast(EventsMsg::Record(crate::event_data::acks(&ack)));
         }
+        Ok(sent)
     }
 
     // ---- admin (admin.md) ----
+
+    /// `GET /sessions/{id}/events`: up to `limit` events after `after`, of `types` (all when
+    /// `None`); `events_expired` when retention dropped some of those.
+    pub fn events(
+        &self,
+        id: &SessionId,
+        after: u64,
+        limit: usize,
+        types: Option<&[String]>,
+    ) -> Result<EventPage> {
+        if !self.is_stored(id)? {
+            return Err(GatewayError::SessionNotFound(id.to_string()));
+        }
+        match self
+            .services
+            .events
+            .read(id.as_str(), after, limit, types, MAX_SCAN)?
+        {
+            Ok(page) => Ok(EventPage {
+                next_after: page.events.last().map_or(after, |e| e.seq),
+                events: page.events,
+            }),
+            Err(expired) => Err(GatewayError::EventsExpired {
+                oldest: expired.oldest,
+            }),
+        }
+    }
+
+    /// `GET /sessions/{id}/events/stream`: everything after `after` from the log, then each
+    /// new event as it becomes durable; ends when the gateway shuts down.
+    pub fn event_stream(
+        &self,
+        id: &SessionId,
+        after: u64,
+        types: Option<Vec<String>>,
+    ) -> Result<impl futures_util::Stream<Item = StoredEvent> + Send + Sync + 'static> {
+        if !self.is_stored(id)? {
+            return Err(GatewayError::SessionNotFound(id.to_string()));
+        }
+        let log = self.services.events.clone();
+        if let Err(expired) = log.read(id.as_str(), after, 1, None, 1)? {
+            return Err(GatewayError::EventsExpired {
+                oldest: expired.oldest,
+            });
+        }
+        let heads = log.subscribe(id.as_str())?;
+        let shutdown = self.shutdown.subscribe();
+        Ok(crate::event_stream::follow(
+            log,
+            id.as_str().to_owned(),
+            after,
+            types,
+            heads,
+            shutdown,
+        ))
+    }
+
+    /// The webhooks actor; waits briefly while it is being restarted.
+    async fn webhooks_actor(&self) -> Result<ActorRef<WebhooksMsg>> {
+        let deadline = tokio::time::Instant::now() + RESTART_WAIT;
+        loop {
+            if let Some((ActorKind::Webhooks, cell)) = self.services.directory.cell(WEBHOOKS)
+                && !matches!(
+                    cell.get_status(),
+                    ractor::ActorStatus::Stopped | ractor::ActorStatus::Stopping
+                )
+            {
+                return Ok(ActorRef::from(cell));
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(GatewayError::Unavailable);
+            }
+            tokio::time::sleep(RESTART_POLL).await;
+        }
+    }
+
+    async fn call_webhooks<T: Send + 'static>(
+        &self,
+        build: impl FnOnce(RpcReplyPort<Result<T>>) -> WebhooksMsg,
+    ) -> Result<T> {
+        let actor = self.webhooks_actor().await?;
+        answered(actor.call(build, Some(self.call_timeout())).await)
+            .map_err(|()| GatewayError::Unavailable)?
+    }
+
+    pub async fn create_webhook(&self, spec: WebhookSpec) -> Result<CreatedWebhook> {
+        self.call_webhooks(|r| WebhooksMsg::Create(spec, r)).await
+    }
+
+    pub async fn list_webhooks(&self) -> Result<Vec<WebhookView>> {
+        self.call_webhooks(WebhooksMsg::List).await
+    }
+
+    pub async fn webhook(&self, id: String) -> Result<WebhookView> {
+        self.call_webhooks(|r| WebhooksMsg::Get(id, r)).await
+    }
+
+    pub async fn update_webhook(&self, id: String, patch: WebhookPatch) -> Result<WebhookView> {
+        self.call_webhooks(|r| WebhooksMsg::Update(id, patch, r))
+            .await
+    }
+
+    pub async fn delete_webhook(&self, id: String) -> Result<()> {
+        self.call_webhooks(|r| WebhooksMsg::Delete(id, r)).await
+    }
+
+    pub async fn replay_webhook(
+        &self,
+        id: String,
+        session: &SessionId,
+        after: u64,
+    ) -> Result<WebhookView> {
+        let session = session.to_string();
+        self.call_webhooks(|reply| WebhooksMsg::Replay {
+            id,
+            session,
+            after,
+            reply,
+        })
+        .await
+    }
 
     /// The live supervision tree.
     pub fn actor_tree(&self) -> Option<NodeView> {
@@ -547,6 +717,12 @@ impl Gateway {
             }
             Some((ActorKind::Invites, cell)) => {
                 inspect(ActorRef::<InvitesMsg>::from(cell), InvitesMsg::Inspect).await
+            }
+            Some((ActorKind::Events, cell)) => {
+                inspect(ActorRef::<EventsMsg>::from(cell), EventsMsg::Inspect).await
+            }
+            Some((ActorKind::Webhooks, cell)) => {
+                inspect(ActorRef::<WebhooksMsg>::from(cell), WebhooksMsg::Inspect).await
             }
             None => serde_json::Value::Null,
         };
@@ -586,6 +762,12 @@ impl Gateway {
             ActorKind::Invites => ActorRef::<InvitesMsg>::from(cell)
                 .cast(InvitesMsg::Crash)
                 .is_ok(),
+            ActorKind::Events => ActorRef::<EventsMsg>::from(cell)
+                .cast(EventsMsg::Crash)
+                .is_ok(),
+            ActorKind::Webhooks => ActorRef::<WebhooksMsg>::from(cell)
+                .cast(WebhooksMsg::Crash)
+                .is_ok(),
             ActorKind::Supervisor => {
                 return Err(GatewayError::validation(
                     "name",
@@ -624,11 +806,23 @@ impl Gateway {
             }
         }
         let directory = &self.services.directory;
+        let counters = &self.services.metrics;
+        let webhooks = match self.webhooks_actor().await {
+            Ok(actor) => match actor.call(WebhooksMsg::Stats, Some(INSPECT_TIMEOUT)).await {
+                Ok(CallResult::Success(stats)) => stats,
+                _ => Vec::new(),
+            },
+            Err(_) => Vec::new(),
+        };
         Metrics {
             sessions_by_status: by_status,
             actors: directory.count(),
             restarts_total: directory.restarts_total(),
             live_clients: self.services.connections.slots.live_count(),
+            events_appended: counters.appended.load(Ordering::Relaxed),
+            events_delivered: counters.delivered.load(Ordering::Relaxed),
+            delivery_failures: counters.failed_attempts.load(Ordering::Relaxed),
+            webhooks,
         }
     }
 

@@ -111,6 +111,8 @@ pub enum NotificationEffect {
     Patch(Change),
     /// The group is new to this account (or the change cannot be patched): query it.
     Refetch(String),
+    /// Nothing the cache holds changed (e.g. a join request).
+    Nothing,
 }
 
 /// An immutable view of the cache, shared with readers that must not wait on the actor.
@@ -119,6 +121,17 @@ pub struct GroupsSnapshot {
     /// When the full list was last fetched (Unix seconds); 0 when never.
     pub list_fetched_at: u64,
     pub groups: BTreeMap<String, Arc<CachedGroup>>,
+    pub departed: BTreeMap<String, String>,
+}
+
+impl GroupsSnapshot {
+    /// A group's name: cached, or remembered from before this account left it.
+    pub fn name_of(&self, jid: &str) -> Option<String> {
+        self.groups
+            .get(jid)
+            .map(|g| g.name.clone())
+            .or_else(|| self.departed.get(jid).cloned())
+    }
 }
 
 impl GroupsSnapshot {
@@ -151,7 +164,12 @@ pub fn is_fresh(fetched_at: u64, now: u64, max_age_secs: u64) -> bool {
 pub struct GroupCache {
     pub list_fetched_at: u64,
     groups: BTreeMap<String, Arc<CachedGroup>>,
+    /// Names of groups this account recently left, so events about leaving can name them.
+    departed: BTreeMap<String, String>,
 }
+
+/// How many departed groups' names are remembered.
+const DEPARTED_NAMES: usize = 256;
 
 impl GroupCache {
     pub fn new(list_fetched_at: u64, groups: impl IntoIterator<Item = CachedGroup>) -> Self {
@@ -161,6 +179,7 @@ impl GroupCache {
                 .into_iter()
                 .map(|g| (g.jid.clone(), Arc::new(g)))
                 .collect(),
+            departed: BTreeMap::new(),
         }
     }
 
@@ -197,6 +216,7 @@ impl GroupCache {
         GroupsSnapshot {
             list_fetched_at: self.list_fetched_at,
             groups: self.groups.clone(),
+            departed: self.departed.clone(),
         }
     }
 
@@ -227,7 +247,14 @@ impl GroupCache {
                 self.groups.insert(jid.clone(), Arc::new(group));
                 Some(jid)
             }
-            Change::Remove(jid) => self.groups.remove(&jid).map(|_| jid),
+            Change::Remove(jid) => {
+                let group = self.groups.remove(&jid)?;
+                if self.departed.len() >= DEPARTED_NAMES {
+                    self.departed.pop_first();
+                }
+                self.departed.insert(jid.clone(), group.name.clone());
+                Some(jid)
+            }
             Change::Subject(jid, subject) => self.patch(jid, |g| g.name = subject),
             Change::Description { jid, id, text } => self.patch(jid, |g| {
                 g.topic_id = text.as_ref().map(|_| id);
@@ -292,6 +319,8 @@ impl GroupCache {
             },
             GroupChange::Announce(on) => Change::Settings(jid, Some(*on), None),
             GroupChange::Locked(on) => Change::Settings(jid, None, Some(*on)),
+            GroupChange::JoinRequests { .. } => return NotificationEffect::Nothing,
+            GroupChange::Created { .. } => return NotificationEffect::Refetch(jid),
             GroupChange::Other if known => Change::Stale(jid),
             GroupChange::Other => return NotificationEffect::Refetch(jid),
         };

@@ -331,6 +331,7 @@ impl GroupsState {
                     self.fetch(myself, jid, None);
                 }
             }
+            NotificationEffect::Nothing => {}
         }
     }
 

@@ -6,9 +6,11 @@
 //!
 //! ```text
 //! supervisor                       restores every session at start, restarts failed sessions
-//! └── session:<id>                 owns the one whatsapp-rust client, status state machine
-//!     ├── session:<id>/groups      group operations, group metadata cache (persisted)
-//!     └── session:<id>/invites     invite links, join by code, invite info
+//! ├── session:<id>                 owns the one whatsapp-rust client, status state machine
+//! │   ├── session:<id>/events      the session's durable event log (the one writer)
+//! │   ├── session:<id>/groups      group operations, group metadata cache (persisted)
+//! │   └── session:<id>/invites     invite links, join by code, invite info
+//! └── webhooks                     webhook registry; one delivery worker per (webhook, session)
 //! ```
 //!
 //! Restarts follow OTP's `one_for_one` with restart intensity: a crashed actor is rebuilt from
@@ -35,6 +37,10 @@
 
 pub mod directory;
 pub mod error;
+pub mod event_data;
+pub mod event_log;
+pub mod event_stream;
+pub mod events;
 pub mod gateway;
 pub mod group_cache;
 pub mod groups;
@@ -46,6 +52,9 @@ pub mod settings;
 pub mod status;
 pub mod store;
 pub mod supervisor;
+pub mod webhook_delivery;
+pub mod webhook_store;
+pub mod webhooks;
 pub mod whatsapp;
 
 mod services;

@@ -366,9 +366,115 @@ pub enum GroupChange {
     },
     Announce(bool),
     Locked(bool),
-    /// Anything else (creation, ephemeral settings, membership requests, …): the group's
-    /// metadata should be read again.
+    /// People asked to join (or withdrew their request) a group that needs approval.
+    JoinRequests {
+        requesters: Vec<String>,
+        revoked: bool,
+    },
+    /// The group was created with this account in it.
+    Created {
+        name: Option<String>,
+    },
+    /// Anything else (ephemeral settings, add mode, …): the group's metadata should be read
+    /// again.
     Other,
+}
+
+/// A message that reached this session: from someone else, or sent by this account from
+/// another device (`from_me`). JIDs as in [`GroupNotification`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct IncomingMessage {
+    pub id: String,
+    pub chat: String,
+    pub sender: String,
+    pub push_name: String,
+    pub is_group: bool,
+    pub from_me: bool,
+    /// Unix seconds, the message's own timestamp.
+    pub timestamp: u64,
+    /// Delivered from WhatsApp's offline queue rather than live.
+    pub offline: bool,
+    pub quoted_id: Option<String>,
+    pub content: MessageContent,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum MessageContent {
+    Text(String),
+    Media {
+        kind: MediaKind,
+        mimetype: Option<String>,
+        size: Option<u64>,
+        caption: Option<String>,
+        file_name: Option<String>,
+    },
+    Location {
+        latitude: f64,
+        longitude: f64,
+        name: Option<String>,
+    },
+    Contact {
+        display_name: Option<String>,
+        vcard: Option<String>,
+    },
+    Reaction {
+        message_id: String,
+        emoji: String,
+    },
+    Other,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MediaKind {
+    Image,
+    Video,
+    Audio,
+    Document,
+    Sticker,
+}
+
+impl MediaKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Image => "image",
+            Self::Video => "video",
+            Self::Audio => "audio",
+            Self::Document => "document",
+            Self::Sticker => "sticker",
+        }
+    }
+}
+
+/// How far a message this account sent has got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AckStatus {
+    Server,
+    Delivered,
+    Read,
+    Played,
+}
+
+impl AckStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Server => "server",
+            Self::Delivered => "delivered",
+            Self::Read => "read",
+            Self::Played => "played",
+        }
+    }
+}
+
+/// A receipt for messages this account sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageAck {
+    pub chat: String,
+    /// Who acknowledged (the server's JID for `server`).
+    pub by: String,
+    pub message_ids: Vec<String>,
+    pub status: AckStatus,
+    /// Unix seconds.
+    pub timestamp: u64,
 }
 
 /// `GET /groups` entry.

@@ -7,6 +7,7 @@
 //! direct texts) runs in a spawned task that owns the reply port, and reports back by message
 //! when the actor's state must change.
 
+use futures_util::future::BoxFuture;
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -15,6 +16,9 @@ use std::time::{Duration, Instant};
 
 use crate::directory::{self, ActorKind, NodeStatus, SessionLink, child_name};
 use crate::error::{GatewayError, Result};
+use crate::event_data;
+use crate::event_log::NewEvent;
+use crate::events::{EventsActor, EventsArgs, EventsMsg};
 use crate::groups::{GroupsActor, GroupsArgs, GroupsMsg};
 use crate::invites::{InvitesActor, InvitesArgs, InvitesMsg};
 use crate::model::{
@@ -24,7 +28,17 @@ use crate::model::{
 use crate::services::Shared;
 use crate::status::{self, Live};
 use crate::whatsapp::connection::{self, Connection, Reporter};
-use crate::whatsapp::{ConnectionExit, ConnectionReport, ReportKind, WaClient, WaEvent};
+use crate::whatsapp::inbound::MessageSink;
+use crate::whatsapp::{
+    ConnectionExit, ConnectionReport, GroupChange, ReportKind, WaClient, WaEvent,
+};
+
+/// How long the WhatsApp client waits for a batch of messages to be made durable before it
+/// leaves them unacknowledged (WhatsApp then delivers them again).
+const APPEND_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How many group names from notifications a session remembers.
+const TOLD_NAMES: usize = 1024;
 
 /// How long a pair code stays valid on WhatsApp's side.
 const PAIR_CODE_TTL: Duration = Duration::from_secs(180);
@@ -116,7 +130,13 @@ pub struct SessionState {
     pairing: Option<Pairing>,
     groups: Option<ActorRef<GroupsMsg>>,
     invites: Option<ActorRef<InvitesMsg>>,
+    events: Option<ActorRef<EventsMsg>>,
     children: HashMap<ActorId, ActorKind>,
+    /// The status last published (and recorded as an event), and why it changed.
+    published: SessionStatus,
+    status_reason: Option<String>,
+    /// Group names from the latest notifications, for events that name a group.
+    told_names: HashMap<String, String>,
     /// Parked after too many failures: no client, no children, until `connect`.
     failed: bool,
     /// A delete is in progress: every request answers `session_not_found`.
@@ -173,12 +193,67 @@ impl SessionState {
         })
     }
 
+    /// Hands inbound messages to this session's event log; `Ok` once they are durable.
+    fn message_sink(&self) -> MessageSink {
+        let services = self.services.clone();
+        let id = self.id.clone();
+        Arc::new(move |messages: Vec<crate::model::IncomingMessage>| {
+            let append: BoxFuture<'static, std::result::Result<(), String>> =
+                Box::pin(append_messages(services.clone(), id.clone(), messages));
+            append
+        })
+    }
+
+    /// Appends events without waiting; the log's actor reports its own failures.
+    fn record(&self, events: Vec<NewEvent>) {
+        if events.is_empty() {
+            return;
+        }
+        match &self.events {
+            Some(log) => {
+                let _ = log.cast(EventsMsg::Record(events));
+            }
+            None => {
+                tracing::warn!(session = %self.id, lost = events.len(), "event log not running; events not recorded")
+            }
+        }
+    }
+
+    /// Publishes the status for readers and records a change as a `session.status` event.
+    fn publish(&mut self) {
+        let status = self.status();
+        self.link.publish_status(status);
+        if status != self.published {
+            let previous = std::mem::replace(&mut self.published, status);
+            let reason = self.status_reason.take();
+            self.record(vec![event_data::status(
+                status,
+                previous,
+                reason.as_deref(),
+                crate::unix_now(),
+            )]);
+        }
+    }
+
+    fn own_jids(&self) -> Vec<String> {
+        let mut own = Vec::new();
+        if let Some(phone) = &self.record.phone_number {
+            own.push(format!("{phone}@s.whatsapp.net"));
+        }
+        if let Some(lid) = &self.record.lid {
+            let user = lid.split('@').next().unwrap_or(lid);
+            own.push(format!("{user}@lid"));
+        }
+        own
+    }
+
     fn start_connection(&mut self, myself: &ActorRef<SessionMsg>) {
         if self.conn.is_none() {
             self.conn = Some(connection::connect(
                 &self.services.connections,
                 self.id.as_str(),
                 Self::reporter(myself),
+                self.message_sink(),
             ));
             self.live = SessionStatus::Connecting;
             self.qr = None;
@@ -245,7 +320,21 @@ impl SessionState {
                         id
                     })
             }
-            ActorKind::Session | ActorKind::Supervisor => return,
+            ActorKind::Events => {
+                let args = EventsArgs {
+                    services: self.services.clone(),
+                    id: self.id.clone(),
+                    link: self.link.clone(),
+                };
+                cell.spawn_linked(None, EventsActor, args)
+                    .await
+                    .map(|(r, _)| {
+                        let id = r.get_id();
+                        self.events = Some(r);
+                        id
+                    })
+            }
+            ActorKind::Session | ActorKind::Supervisor | ActorKind::Webhooks => return,
         };
         match result {
             Ok(actor_id) => {
@@ -263,7 +352,8 @@ impl SessionState {
         match kind {
             ActorKind::Groups => self.groups = None,
             ActorKind::Invites => self.invites = None,
-            ActorKind::Session | ActorKind::Supervisor => {}
+            ActorKind::Events => self.events = None,
+            ActorKind::Session | ActorKind::Supervisor | ActorKind::Webhooks => {}
         }
         self.link.publish_child(kind, None);
     }
@@ -275,15 +365,19 @@ impl SessionState {
         self.stop_connection();
         self.forget_child(ActorKind::Groups);
         self.forget_child(ActorKind::Invites);
+        self.forget_child(ActorKind::Events);
         self.children.clear();
         myself
             .stop_children_and_wait(Some("session failed".into()), Some(Duration::from_secs(2)))
             .await;
-        for kind in [ActorKind::Groups, ActorKind::Invites] {
+        for kind in [ActorKind::Groups, ActorKind::Invites, ActorKind::Events] {
             self.services
                 .directory
                 .gave_up(&child_name(self.id.as_str(), kind), reason);
         }
+        // The log stays open while parked: the `failed` status itself is an event.
+        self.spawn_child(myself, ActorKind::Events).await;
+        self.status_reason = Some(reason.to_owned());
         self.services.directory.gave_up(&self.name, reason);
         self.record.status = SessionStatus::Failed;
         self.persist_or_log().await;
@@ -384,16 +478,36 @@ impl SessionState {
             }
             WaEvent::LoggedOut(reason) => {
                 tracing::warn!(session = %self.id, %reason, "logged out by WhatsApp; credentials will be erased");
+                self.status_reason = Some(format!("logged out by WhatsApp: {reason}"));
                 self.erase_on_exit = true;
             }
             WaEvent::Replaced => {
                 tracing::warn!(session = %self.id, "another client logged in with this session's credentials; not reconnecting");
             }
             WaEvent::Group(note) => {
+                tracing::debug!(session = %self.id, group = %note.group, author = ?note.author, change = ?note.change, "group notification");
+                // One notification, two effects: the events it makes, then the cache patch.
+                // Names WhatsApp just told us win over a cache that may not have caught up.
+                match &note.change {
+                    GroupChange::Created { name: Some(name) } | GroupChange::Subject(name) => {
+                        if self.told_names.len() >= TOLD_NAMES {
+                            self.told_names.clear();
+                        }
+                        self.told_names.insert(note.group.clone(), name.clone());
+                    }
+                    _ => {}
+                }
+                let cache = self.link.groups_cache();
+                let told = &self.told_names;
+                let events = event_data::group(&note, &self.own_jids(), |jid| {
+                    told.get(jid).cloned().or_else(|| cache.name_of(jid))
+                });
+                self.record(events);
                 if let Some(g) = &self.groups {
                     let _ = g.cast(GroupsMsg::Notification(note));
                 }
             }
+            WaEvent::Ack(ack) => self.record(event_data::acks(&ack)),
         }
     }
 
@@ -645,6 +759,7 @@ impl Actor for SessionActor {
             dirty = true;
         }
         let link = Arc::new(SessionLink::new(myself.get_cell(), record.status));
+        let published = record.status;
         let mut state = SessionState {
             services,
             id,
@@ -657,7 +772,11 @@ impl Actor for SessionActor {
             pairing: None,
             groups: None,
             invites: None,
+            events: None,
             children: HashMap::new(),
+            published,
+            status_reason: None,
+            told_names: HashMap::new(),
             failed,
             deleting: false,
             erase_on_exit: false,
@@ -677,8 +796,13 @@ impl Actor for SessionActor {
         let directory = &state.services.directory;
         directory.publish_link(state.id.as_str(), state.link.clone());
         directory.running(&state.name, myself.get_cell());
+        // The log first: the connection's inbound messages and status changes go there.
+        state.spawn_child(&myself, ActorKind::Events).await;
         if state.failed {
-            directory.set_status(&state.name, NodeStatus::Failed);
+            state
+                .services
+                .directory
+                .set_status(&state.name, NodeStatus::Failed);
             state.stop_leftover_connection();
         } else {
             state.spawn_child(&myself, ActorKind::Groups).await;
@@ -689,7 +813,7 @@ impl Actor for SessionActor {
                 state.stop_leftover_connection();
             }
         }
-        state.link.publish_status(state.status());
+        state.publish();
         Ok(())
     }
 
@@ -727,7 +851,7 @@ impl Actor for SessionActor {
             return Ok(());
         }
         handle_message(&myself, msg, state).await;
-        state.link.publish_status(state.status());
+        state.publish();
         Ok(())
     }
 
@@ -772,7 +896,7 @@ impl Actor for SessionActor {
             }
             _ => {}
         }
-        state.link.publish_status(state.status());
+        state.publish();
         Ok(())
     }
 }
@@ -846,6 +970,7 @@ async fn handle_message(myself: &ActorRef<SessionMsg>, msg: SessionMsg, state: &
                     let sessions_dir = services.settings.sessions_dir();
                     let result = async {
                         crate::whatsapp::erase_credentials(&sessions_dir, id.as_str()).await?;
+                        services.events.delete_session(id.as_str())?;
                         services.store.delete_session(&id).await
                     }
                     .await;
@@ -880,12 +1005,52 @@ async fn handle_message(myself: &ActorRef<SessionMsg>, msg: SessionMsg, state: &
             }
         }
         SessionMsg::RestartChild(kind) => {
-            if !state.failed && !state.children.values().any(|k| *k == kind) {
+            // A parked session keeps its event log.
+            let wanted = !state.failed || kind == ActorKind::Events;
+            if wanted && !state.children.values().any(|k| *k == kind) {
                 state.spawn_child(myself, kind).await;
             }
         }
         #[cfg(feature = "test-server")]
         SessionMsg::Crash => panic!("crash requested through the test-only admin trigger"),
+    }
+}
+
+/// Appends a batch of inbound messages to the session's log. A restarting log is waited for
+/// (the client retries a refused batch only on its next connection), up to a deadline.
+async fn append_messages(
+    services: Shared,
+    id: SessionId,
+    messages: Vec<crate::model::IncomingMessage>,
+) -> std::result::Result<(), String> {
+    use ractor::rpc::CallResult;
+    let events: Vec<NewEvent> = messages.iter().map(event_data::message).collect();
+    let deadline = tokio::time::Instant::now() + APPEND_TIMEOUT;
+    loop {
+        let log = services
+            .directory
+            .link(id.as_str())
+            .and_then(|link| link.child(ActorKind::Events))
+            .map(ActorRef::<EventsMsg>::from);
+        let outcome = match log {
+            Some(log) => {
+                let batch = events.clone();
+                match log
+                    .call(|r| EventsMsg::Append(batch, r), Some(APPEND_TIMEOUT))
+                    .await
+                {
+                    Ok(CallResult::Success(Ok(_))) => return Ok(()),
+                    Ok(CallResult::Success(Err(e))) => e.to_string(),
+                    Ok(CallResult::Timeout) => "the event log timed out".into(),
+                    Ok(CallResult::SenderError) | Err(_) => "the event log stopped".into(),
+                }
+            }
+            None => "the session's event log is restarting".into(),
+        };
+        if tokio::time::Instant::now() >= deadline {
+            return Err(outcome);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

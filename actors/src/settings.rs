@@ -14,6 +14,24 @@ pub struct Settings {
     pub whatsapp: WhatsAppSettings,
     pub supervision: SupervisionSettings,
     pub groups: GroupSettings,
+    pub events: EventSettings,
+    pub webhooks: WebhookSettings,
+}
+
+#[derive(Debug, Clone)]
+pub struct WebhookSettings {
+    /// Upper bound for one delivery attempt.
+    pub timeout: Duration,
+    /// Deliveries in flight at once, over all webhooks and sessions.
+    pub max_in_flight: usize,
+    pub backoff_min: Duration,
+    pub backoff_max: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct EventSettings {
+    /// Events older than this are dropped, delivered or not.
+    pub retention: Duration,
 }
 
 #[derive(Debug, Clone)]

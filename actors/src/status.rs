@@ -38,7 +38,9 @@ pub fn after_event(reported: SessionStatus, event: &WaEvent) -> SessionStatus {
         WaEvent::Disconnected(_) | WaEvent::Reconnecting(_) => SessionStatus::Connecting,
         WaEvent::LoggedOut(_) => SessionStatus::LoggedOut,
         WaEvent::Replaced => SessionStatus::Failed,
-        WaEvent::QrExhausted | WaEvent::PairError(_) | WaEvent::Group(_) => reported,
+        WaEvent::QrExhausted | WaEvent::PairError(_) | WaEvent::Group(_) | WaEvent::Ack(_) => {
+            reported
+        }
     }
 }
 

@@ -128,6 +128,15 @@ impl Store {
         Ok(out)
     }
 
+    /// The ids of every stored session, in order.
+    pub fn session_ids(&self) -> Result<Vec<String>> {
+        self.sessions
+            .iter()
+            .keys()
+            .map(|k| Ok(String::from_utf8_lossy(&k?).into_owned()))
+            .collect()
+    }
+
     /// Erases everything sled holds for a session; durable on return.
     pub async fn delete_session(&self, id: &SessionId) -> Result<()> {
         self.sessions.remove(id.as_str())?;
@@ -294,6 +303,11 @@ impl Store {
             "groups": collect(CacheKind::Groups)?,
             "invites": collect(CacheKind::Invites)?,
         })))
+    }
+
+    /// The database, for the other logs kept in it (events, webhooks).
+    pub fn db(&self) -> &sled::Db {
+        &self.db
     }
 
     pub fn is_open(&self) -> bool {

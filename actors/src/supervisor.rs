@@ -1,7 +1,8 @@
 //! `supervisor`: the root of the tree. Restores every stored session at start, creates new
 //! ones, and restarts failed sessions (`one_for_one`, transient children: restarted after a
 //! failure, forgotten after a normal exit) from their last snapshot, within the configured
-//! restart intensity; past it the session is respawned parked as `failed`.
+//! restart intensity; past it the session is respawned parked as `failed`. It also runs the
+//! `webhooks` actor, restarted after a failure.
 
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use std::collections::HashMap;
@@ -9,12 +10,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use crate::directory::{self, ActorKind, ROOT};
+use crate::directory::{self, ActorKind, ROOT, WEBHOOKS};
 use crate::error::{GatewayError, Result};
 use crate::model::{SessionId, SessionRecord, SessionStatus, SessionView};
 use crate::services::Shared;
 use crate::session::{DELETED_REASON, RESTART_REASON, SessionActor, SessionArgs};
 use crate::settings::backoff;
+use crate::webhooks::WebhooksActor;
 
 pub enum SupervisorMsg {
     Create {
@@ -22,6 +24,8 @@ pub enum SupervisorMsg {
         name: Option<String>,
         reply: RpcReplyPort<Result<SessionView>>,
     },
+    /// (Re)start the webhooks actor.
+    StartWebhooks { attempt: u32 },
     /// (Re)start a session actor; `attempt` counts failed spawns in a row.
     Start {
         id: SessionId,
@@ -36,10 +40,32 @@ pub struct SupervisorState {
     services: Shared,
     /// Live session actors, by actor id (supervision events only carry the cell).
     sessions: HashMap<ActorId, SessionId>,
+    webhooks: Option<ActorId>,
     messages: Arc<AtomicU64>,
 }
 
 impl SupervisorState {
+    async fn spawn_webhooks(&mut self, myself: &ActorRef<SupervisorMsg>, attempt: u32) {
+        match myself
+            .get_cell()
+            .spawn_linked(None, WebhooksActor, self.services.clone())
+            .await
+        {
+            Ok((actor, _)) => self.webhooks = Some(actor.get_id()),
+            Err(e) => {
+                let sup = &self.services.settings.supervision;
+                let delay = backoff(attempt, sup.restart_backoff_min, sup.restart_backoff_max);
+                tracing::error!(error = %e, ?delay, "webhook delivery could not start; retrying");
+                self.services
+                    .directory
+                    .failed_restarting(WEBHOOKS, &e.to_string());
+                myself.send_after(delay, move || SupervisorMsg::StartWebhooks {
+                    attempt: attempt + 1,
+                });
+            }
+        }
+    }
+
     async fn spawn_session(
         &mut self,
         myself: &ActorRef<SupervisorMsg>,
@@ -97,6 +123,7 @@ impl Actor for Supervisor {
         Ok(SupervisorState {
             services,
             sessions: HashMap::new(),
+            webhooks: None,
             messages,
         })
     }
@@ -106,6 +133,7 @@ impl Actor for Supervisor {
         myself: ActorRef<Self::Msg>,
         state: &mut Self::State,
     ) -> std::result::Result<(), ActorProcessingErr> {
+        state.spawn_webhooks(&myself, 0).await;
         let records = state.services.store.sessions()?;
         tracing::info!(sessions = records.len(), "restoring sessions");
         for record in records {
@@ -161,6 +189,11 @@ impl Actor for Supervisor {
                 };
                 let _ = reply.send(result);
             }
+            SupervisorMsg::StartWebhooks { attempt } => {
+                if state.webhooks.is_none() {
+                    state.spawn_webhooks(&myself, attempt).await;
+                }
+            }
             SupervisorMsg::Start {
                 id,
                 park_failed,
@@ -183,6 +216,32 @@ impl Actor for Supervisor {
         state: &mut Self::State,
     ) -> std::result::Result<(), ActorProcessingErr> {
         match event {
+            SupervisionEvent::ActorFailed(cell, err) if state.webhooks == Some(cell.get_id()) => {
+                // Its workers resume from their persisted cursors after the restart.
+                state.webhooks = None;
+                let reason = err.to_string();
+                tracing::warn!(actor = WEBHOOKS, %reason, "actor failed");
+                state
+                    .services
+                    .directory
+                    .failed_restarting(WEBHOOKS, &reason);
+                let delay = state.services.settings.supervision.restart_backoff_min;
+                myself.send_after(delay, || SupervisorMsg::StartWebhooks { attempt: 0 });
+            }
+            SupervisionEvent::ActorTerminated(cell, _, reason)
+                if state.webhooks == Some(cell.get_id()) =>
+            {
+                state.webhooks = None;
+                if reason.as_deref() == Some(RESTART_REASON) {
+                    state.services.directory.restarting(WEBHOOKS);
+                    state.spawn_webhooks(&myself, 0).await;
+                } else {
+                    state
+                        .services
+                        .directory
+                        .set_status(WEBHOOKS, directory::NodeStatus::Stopped);
+                }
+            }
             SupervisionEvent::ActorFailed(cell, err) => {
                 let Some(id) = state.sessions.remove(&cell.get_id()) else {
                     return Ok(());

@@ -157,6 +157,7 @@ impl ApiError {
                     G::DescriptionConflict => parts(S::CONFLICT, "description_conflict", message),
                     G::GroupNotFound => parts(S::NOT_FOUND, "group_not_found", message),
                     G::NotFound(_) => parts(S::NOT_FOUND, "not_found", message),
+                    G::EventsExpired { .. } => parts(S::GONE, "events_expired", message),
                     G::NotGroupAdmin(_) => parts(S::FORBIDDEN, "not_group_admin", message),
                     G::RateLimited { retry_after } => Parts {
                         retry_after: *retry_after,

@@ -46,5 +46,54 @@ pub async fn metrics(ctx: &Ctx) -> Response {
     let _ = writeln!(out, "# HELP wagate_whatsapp_clients Live WhatsApp clients.");
     let _ = writeln!(out, "# TYPE wagate_whatsapp_clients gauge");
     let _ = writeln!(out, "wagate_whatsapp_clients {}", m.live_clients);
+    let counters = [
+        (
+            "wagate_events_appended_total",
+            "Events appended to the session logs.",
+            m.events_appended,
+        ),
+        (
+            "wagate_events_delivered_total",
+            "Events delivered to webhooks.",
+            m.events_delivered,
+        ),
+        (
+            "wagate_webhook_failed_attempts_total",
+            "Webhook delivery attempts that failed and will be retried.",
+            m.delivery_failures,
+        ),
+    ];
+    for (name, help, value) in counters {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} counter");
+        let _ = writeln!(out, "{name} {value}");
+    }
+    let _ = writeln!(
+        out,
+        "# HELP wagate_webhook_pending_events Events not yet delivered, per webhook."
+    );
+    let _ = writeln!(out, "# TYPE wagate_webhook_pending_events gauge");
+    for w in &m.webhooks {
+        let _ = writeln!(
+            out,
+            "wagate_webhook_pending_events{{webhook=\"{}\"}} {}",
+            w.id, w.pending
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP wagate_webhook_oldest_pending_age_seconds Age of the oldest undelivered event, per webhook."
+    );
+    let _ = writeln!(
+        out,
+        "# TYPE wagate_webhook_oldest_pending_age_seconds gauge"
+    );
+    for w in &m.webhooks {
+        let _ = writeln!(
+            out,
+            "wagate_webhook_oldest_pending_age_seconds{{webhook=\"{}\"}} {}",
+            w.id, w.oldest_pending_age_seconds
+        );
+    }
     warp::reply::with_header(out, "content-type", "text/plain; version=0.0.4").into_response()
 }

@@ -5,12 +5,14 @@
 //! contract's JSON in one place ([`errors`]); nothing relies on warp's rejections or route
 //! order.
 //!
-//! - [`sessions`], [`groups`], [`messages`], [`admin`], [`health`]: the handlers, per resource.
+//! - [`sessions`], [`groups`], [`messages`], [`events`], [`webhooks`], [`admin`], [`health`]:
+//!   the handlers, per resource.
 //! - [`request`]: path parameters, query flags and JSON bodies as the domain's types.
 //! - [`models`]: request bodies.
 
 pub mod admin;
 pub mod errors;
+pub mod events;
 pub mod groups;
 pub mod health;
 pub mod messages;
@@ -19,6 +21,7 @@ pub mod qr;
 pub mod request;
 pub mod router;
 pub mod sessions;
+pub mod webhooks;
 
 use bytes::{Buf, Bytes};
 use futures_util::{Stream, StreamExt};
@@ -214,6 +217,14 @@ async fn dispatch(ctx: &Ctx, endpoint: Endpoint, req: Request) -> Result<Respons
         E::InviteLink => groups::invite_link(ctx, req).await,
         E::GroupSettings => groups::settings(ctx, req).await,
         E::SendText => messages::send_text(ctx, req).await,
+        E::PullEvents => events::pull(ctx, req).await,
+        E::StreamEvents => events::stream(ctx, req).await,
+        E::CreateWebhook => webhooks::create(ctx, req).await,
+        E::ListWebhooks => webhooks::list(ctx).await,
+        E::GetWebhook => webhooks::get(ctx, req).await,
+        E::UpdateWebhook => webhooks::update(ctx, req).await,
+        E::DeleteWebhook => webhooks::delete(ctx, req).await,
+        E::ReplayWebhook => webhooks::replay(ctx, req).await,
         E::ActorTree => Ok(admin::tree(ctx)),
         E::Actor => admin::actor(ctx, req).await,
         E::RestartActor => admin::restart(ctx, &req),

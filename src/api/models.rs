@@ -63,6 +63,31 @@ pub struct SendText {
     pub quoted_id: Option<String>,
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateWebhook {
+    pub url: String,
+    pub events: Option<Vec<String>>,
+    pub sessions: Option<Vec<String>>,
+    pub secret: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateWebhook {
+    pub url: Option<String>,
+    pub events: Option<Vec<String>>,
+    pub sessions: Option<Vec<String>>,
+    pub secret: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplayWebhook {
+    pub session: String,
+    pub after: u64,
+}
+
 /// Tells a field given as `null` (`Some(None)`) from a missing one (`None`, by `default`).
 fn present<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
 where

@@ -80,6 +80,11 @@ impl Request {
         })
     }
 
+    /// A request header as text (absent when it is not valid text).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
     pub fn query(&self, name: &str) -> Option<&str> {
         self.query
             .iter()

@@ -7,6 +7,7 @@
 
 #![allow(dead_code)]
 
+pub mod receiver;
 pub mod sim;
 
 use std::collections::BTreeMap;

@@ -28,6 +28,7 @@ use super::events::{
     ConnectionExit, ConnectionReport, GroupChange, GroupNotification, PairedDevice, ReportKind,
     WaEvent,
 };
+use super::inbound::{DurableInbound, MessageSink};
 use super::reconnect::{Ending, Policy, Reconnects};
 use super::{WaClient, credentials_db, credentials_dir};
 use crate::settings::WhatsAppSettings;
@@ -122,7 +123,12 @@ impl Connection {
 
 /// Starts a new connection for `session`. The previous connection, if any, is stopped and
 /// awaited by the new driver before it builds its client.
-pub fn connect(env: &ConnectionEnv, session: &str, report: Reporter) -> Connection {
+pub fn connect(
+    env: &ConnectionEnv,
+    session: &str,
+    report: Reporter,
+    sink: MessageSink,
+) -> Connection {
     let generation = GENERATIONS.fetch_add(1, Ordering::Relaxed);
     let stop = Arc::new(Notify::new());
     let (done_tx, done_rx) = watch::channel(false);
@@ -132,6 +138,7 @@ pub fn connect(env: &ConnectionEnv, session: &str, report: Reporter) -> Connecti
         session: session.to_owned(),
         generation,
         report,
+        sink,
         stop: stop.clone(),
         flags: Arc::new(Flags::default()),
         permit: Arc::new(Mutex::new(None)),
@@ -227,6 +234,32 @@ fn group_notification(update: &GroupUpdate) -> GroupNotification {
         GroupNotificationAction::Unlocked => GroupChange::Locked(false),
         GroupNotificationAction::Announce => GroupChange::Announce(true),
         GroupNotificationAction::NotAnnounce => GroupChange::Announce(false),
+        GroupNotificationAction::CreatedMembershipRequests { requests, .. } => {
+            GroupChange::JoinRequests {
+                requesters: users(requests),
+                revoked: false,
+            }
+        }
+        GroupNotificationAction::MembershipApprovalRequest { .. } => GroupChange::JoinRequests {
+            requesters: update
+                .participant_pn
+                .as_ref()
+                .or(update.participant.as_ref())
+                .map(|j| vec![j.to_non_ad_string()])
+                .unwrap_or_default(),
+            revoked: false,
+        },
+        GroupNotificationAction::RevokedMembershipRequests { participants } => {
+            GroupChange::JoinRequests {
+                requesters: participants.iter().map(|j| j.to_non_ad_string()).collect(),
+                revoked: true,
+            }
+        }
+        GroupNotificationAction::Create { raw } => GroupChange::Created {
+            name: raw
+                .get_optional_child("group")
+                .and_then(|g| g.attrs().optional_string("subject").map(|s| s.to_string())),
+        },
         _ => GroupChange::Other,
     };
     GroupNotification {
@@ -308,6 +341,11 @@ impl EventHandler for Forwarder {
                 self.send(WaEvent::Replaced);
             }
             Event::GroupUpdate(update) => self.send(WaEvent::Group(group_notification(update))),
+            Event::Receipt(receipt) => {
+                if let Some(ack) = super::inbound::message_ack(receipt) {
+                    self.send(WaEvent::Ack(ack));
+                }
+            }
             _ => {}
         }
     }
@@ -318,6 +356,7 @@ struct Driver {
     session: String,
     generation: u64,
     report: Reporter,
+    sink: MessageSink,
     stop: Arc<Notify>,
     flags: Arc<Flags>,
     permit: PermitCell,
@@ -360,6 +399,9 @@ impl Driver {
                 flags: self.flags.clone(),
                 permit: self.permit.clone(),
                 client: self.client.clone(),
+            })
+            .with_inbound_durability_hook(DurableInbound {
+                sink: self.sink.clone(),
             })
             .skip_history_sync()
             .build()

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use super::WaClient;
-pub use crate::model::{GroupChange, GroupNotification};
+pub use crate::model::{GroupChange, GroupNotification, MessageAck};
 
 /// One event of a session's connection.
 #[derive(Debug, Clone)]
@@ -34,6 +34,8 @@ pub enum WaEvent {
     Replaced,
     /// A group notification (w:gp2).
     Group(GroupNotification),
+    /// Someone received, read or played messages this account sent.
+    Ack(MessageAck),
 }
 
 /// The device a pairing created.

@@ -8,6 +8,7 @@
 pub mod connection;
 pub mod errors;
 pub mod events;
+pub mod inbound;
 pub mod reconnect;
 
 use std::future::Future;

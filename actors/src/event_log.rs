@@ -1,0 +1,574 @@
+//! The durable per-session event log in sled: one tree of events keyed `session/seq`, one of
+//! idempotency keys (so a redelivered WhatsApp message never makes a second event), and one
+//! of floors (the highest seq retention dropped). Each session has exactly one writer, its
+//! `events` actor; readers (pull, SSE, webhook workers) read the trees directly and wait for
+//! new events on the session's head watch.
+
+use serde::Serialize;
+use serde_json::Value;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use sled::Transactional;
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+use tokio::sync::watch;
+
+use crate::error::{GatewayError, Result};
+
+/// Every event type of the contract, in its order.
+pub const EVENT_TYPES: [&str; 9] = [
+    "session.status",
+    "message.received",
+    "message.sent",
+    "message.ack",
+    "group.participants",
+    "group.updated",
+    "group.join_request",
+    "group.joined",
+    "group.left",
+];
+
+/// Whether `name` is one of the contract's event types.
+pub fn is_event_type(name: &str) -> bool {
+    EVENT_TYPES.contains(&name)
+}
+
+/// An event about to be appended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEvent {
+    pub kind: &'static str,
+    /// Unix seconds when WhatsApp says it happened (or when wagate learned it).
+    pub occurred_at: u64,
+    pub data: Value,
+    /// Identifies the WhatsApp thing that carried it; an event whose key is already in the log
+    /// is not appended again.
+    pub idempotency_key: Option<String>,
+}
+
+/// The envelope as every transport sends it.
+#[derive(Serialize)]
+struct Envelope<'a> {
+    id: &'a str,
+    seq: u64,
+    #[serde(rename = "type")]
+    kind: &'a str,
+    session: &'a str,
+    occurred_at: u64,
+    data: &'a Value,
+}
+
+/// One event as stored: its type and the envelope's exact bytes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredEvent {
+    pub seq: u64,
+    pub kind: String,
+    pub appended_at: u64,
+    pub envelope: Vec<u8>,
+    idempotency_key: Option<String>,
+}
+
+impl StoredEvent {
+    /// `[appended_at u64][type len u8][type][key len u16][key][envelope]`.
+    fn encode(&self) -> Vec<u8> {
+        let key = self.idempotency_key.as_deref().unwrap_or("");
+        let mut out = Vec::with_capacity(11 + self.kind.len() + key.len() + self.envelope.len());
+        out.extend_from_slice(&self.appended_at.to_be_bytes());
+        out.push(self.kind.len() as u8);
+        out.extend_from_slice(self.kind.as_bytes());
+        out.extend_from_slice(&(key.len() as u16).to_be_bytes());
+        out.extend_from_slice(key.as_bytes());
+        out.extend_from_slice(&self.envelope);
+        out
+    }
+
+    fn decode(seq: u64, bytes: &[u8]) -> Option<Self> {
+        let appended_at = u64::from_be_bytes(bytes.get(..8)?.try_into().ok()?);
+        let kind_len = usize::from(*bytes.get(8)?);
+        let kind = std::str::from_utf8(bytes.get(9..9 + kind_len)?).ok()?;
+        let at = 9 + kind_len;
+        let key_len = usize::from(u16::from_be_bytes(bytes.get(at..at + 2)?.try_into().ok()?));
+        let key = std::str::from_utf8(bytes.get(at + 2..at + 2 + key_len)?).ok()?;
+        Some(Self {
+            seq,
+            kind: kind.to_owned(),
+            appended_at,
+            envelope: bytes.get(at + 2 + key_len..)?.to_vec(),
+            idempotency_key: (!key.is_empty()).then(|| key.to_owned()),
+        })
+    }
+}
+
+/// A page read from the log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page {
+    pub events: Vec<StoredEvent>,
+    /// The highest seq looked at (the last returned, or further when a type filter skipped
+    /// events); the next read continues after it.
+    pub scanned_to: u64,
+}
+
+/// What a read may return: the oldest seq still held is above `after + 1`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Expired {
+    pub oldest: u64,
+}
+
+fn prefix(session: &str) -> Vec<u8> {
+    let mut p = session.as_bytes().to_vec();
+    p.push(b'/');
+    p
+}
+
+fn event_key(session: &str, seq: u64) -> Vec<u8> {
+    let mut k = prefix(session);
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+fn seq_of(key: &[u8]) -> Option<u64> {
+    let tail = key.get(key.len().checked_sub(8)?..)?;
+    Some(u64::from_be_bytes(tail.try_into().ok()?))
+}
+
+fn idempotency_entry(session: &str, key: &str) -> Vec<u8> {
+    let mut k = prefix(session);
+    k.extend_from_slice(key.as_bytes());
+    k
+}
+
+/// A fresh event id: `evt_` and a ULID (time-ordered, unique).
+pub fn new_event_id() -> String {
+    format!("evt_{}", ulid::Ulid::new())
+}
+
+pub struct EventLog {
+    db: sled::Db,
+    events: sled::Tree,
+    idempotency: sled::Tree,
+    floors: sled::Tree,
+    heads: Mutex<HashMap<String, watch::Sender<u64>>>,
+}
+
+impl EventLog {
+    pub fn open(db: &sled::Db) -> Result<Arc<Self>> {
+        Ok(Arc::new(Self {
+            events: db.open_tree("events")?,
+            idempotency: db.open_tree("event_keys")?,
+            floors: db.open_tree("event_floors")?,
+            db: db.clone(),
+            heads: Mutex::new(HashMap::new()),
+        }))
+    }
+
+    /// The highest seq retention has dropped (0 when none).
+    pub fn floor(&self, session: &str) -> Result<u64> {
+        Ok(self
+            .floors
+            .get(session.as_bytes())?
+            .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+            .map(u64::from_be_bytes)
+            .unwrap_or(0))
+    }
+
+    /// The seq of the newest event ever appended (0 for an empty log).
+    pub fn last_seq(&self, session: &str) -> Result<u64> {
+        let last = self
+            .events
+            .scan_prefix(prefix(session))
+            .keys()
+            .next_back()
+            .transpose()?
+            .and_then(|k| seq_of(&k))
+            .unwrap_or(0);
+        Ok(last.max(self.floor(session)?))
+    }
+
+    /// Appends `events` from `next_seq` on, skipping those whose idempotency key is already
+    /// in the log; all or nothing. Not flushed: the caller flushes before it acknowledges.
+    /// Returns the events appended, with their seqs.
+    pub fn append(
+        &self,
+        session: &str,
+        next_seq: u64,
+        events: &[NewEvent],
+    ) -> Result<Vec<StoredEvent>> {
+        let appended_at = crate::unix_now();
+        let result = (&self.events, &self.idempotency).transaction(|(log, keys)| {
+            let mut seq = next_seq;
+            let mut out = Vec::with_capacity(events.len());
+            let mut in_batch = HashSet::new();
+            for event in events {
+                if let Some(key) = &event.idempotency_key {
+                    let entry = idempotency_entry(session, key);
+                    if keys.get(&entry)?.is_some() || !in_batch.insert(entry.clone()) {
+                        continue;
+                    }
+                    keys.insert(entry, &seq.to_be_bytes())?;
+                }
+                let id = new_event_id();
+                let envelope = serde_json::to_vec(&Envelope {
+                    id: &id,
+                    seq,
+                    kind: event.kind,
+                    session,
+                    occurred_at: event.occurred_at,
+                    data: &event.data,
+                })
+                .map_err(|e| ConflictableTransactionError::Abort(e.to_string()))?;
+                let stored = StoredEvent {
+                    seq,
+                    kind: event.kind.to_owned(),
+                    appended_at,
+                    envelope,
+                    idempotency_key: event.idempotency_key.clone(),
+                };
+                log.insert(event_key(session, seq), stored.encode())?;
+                out.push(stored);
+                seq += 1;
+            }
+            Ok(out)
+        });
+        match result {
+            Ok(out) => Ok(out),
+            Err(TransactionError::Abort(e)) => Err(GatewayError::Storage(e)),
+            Err(TransactionError::Storage(e)) => Err(e.into()),
+        }
+    }
+
+    /// Makes every append so far durable.
+    pub async fn flush(&self) -> Result<()> {
+        self.db.flush_async().await?;
+        Ok(())
+    }
+
+    /// Up to `limit` events after `after` whose type passes `types` (all when `None`),
+    /// looking at most at `max_scan` events. `Err(Expired)` when events after `after` were
+    /// already dropped by retention.
+    pub fn read(
+        &self,
+        session: &str,
+        after: u64,
+        limit: usize,
+        types: Option<&[String]>,
+        max_scan: usize,
+    ) -> Result<std::result::Result<Page, Expired>> {
+        let floor = self.floor(session)?;
+        if after < floor {
+            let oldest = self
+                .events
+                .scan_prefix(prefix(session))
+                .keys()
+                .next()
+                .transpose()?
+                .and_then(|k| seq_of(&k))
+                .unwrap_or(floor + 1);
+            return Ok(Err(Expired { oldest }));
+        }
+        let start = event_key(session, after.saturating_add(1));
+        let end = event_key(session, u64::MAX);
+        let mut page = Page {
+            events: Vec::new(),
+            scanned_to: after,
+        };
+        for (scanned, item) in self.events.range(start..=end).enumerate() {
+            if scanned >= max_scan || page.events.len() >= limit {
+                break;
+            }
+            let (key, value) = item?;
+            let Some(seq) = seq_of(&key) else { continue };
+            page.scanned_to = seq;
+            let Some(event) = StoredEvent::decode(seq, &value) else {
+                tracing::error!(session, seq, "skipping an unreadable event record");
+                continue;
+            };
+            if types.is_none_or(|t| t.contains(&event.kind)) {
+                page.events.push(event);
+            }
+        }
+        Ok(Ok(page))
+    }
+
+    /// How many events of `types` follow `after` (counting at most `cap`), and when the
+    /// oldest of them was appended.
+    pub fn count_after(
+        &self,
+        session: &str,
+        after: u64,
+        types: Option<&[String]>,
+        cap: usize,
+    ) -> Result<(u64, Option<u64>)> {
+        let start = event_key(session, after.saturating_add(1));
+        let end = event_key(session, u64::MAX);
+        let mut count = 0;
+        let mut oldest = None;
+        for item in self.events.range(start..=end).take(cap) {
+            let (key, value) = item?;
+            let Some(event) = seq_of(&key).and_then(|seq| StoredEvent::decode(seq, &value)) else {
+                continue;
+            };
+            if types.is_none_or(|t| t.contains(&event.kind)) {
+                count += 1;
+                oldest.get_or_insert(event.appended_at);
+            }
+        }
+        Ok((count, oldest))
+    }
+
+    /// Drops the session's events appended before `cutoff` (Unix seconds), oldest first,
+    /// with their idempotency keys; raises the floor. Returns how many were dropped.
+    pub fn expire(&self, session: &str, cutoff: u64) -> Result<usize> {
+        let mut dropped = 0;
+        let mut floor = None;
+        let mut events = sled::Batch::default();
+        let mut keys = sled::Batch::default();
+        for item in self.events.scan_prefix(prefix(session)) {
+            let (key, value) = item?;
+            let Some(seq) = seq_of(&key) else { continue };
+            match StoredEvent::decode(seq, &value) {
+                Some(e) if e.appended_at >= cutoff => break,
+                Some(e) => {
+                    if let Some(k) = &e.idempotency_key {
+                        keys.remove(idempotency_entry(session, k));
+                    }
+                }
+                None => {}
+            }
+            events.remove(key);
+            floor = Some(seq);
+            dropped += 1;
+        }
+        if let Some(floor) = floor {
+            // The floor first: a crash in between leaves records below the floor, which
+            // reads never return, rather than a gap that looks like an empty log.
+            self.floors
+                .insert(session.as_bytes(), &floor.to_be_bytes())?;
+            self.events.apply_batch(events)?;
+            self.idempotency.apply_batch(keys)?;
+        }
+        Ok(dropped)
+    }
+
+    /// Erases a deleted session's log.
+    pub fn delete_session(&self, session: &str) -> Result<()> {
+        for tree in [&self.events, &self.idempotency] {
+            let mut batch = sled::Batch::default();
+            for key in tree.scan_prefix(prefix(session)).keys() {
+                batch.remove(key?);
+            }
+            tree.apply_batch(batch)?;
+        }
+        self.floors.remove(session.as_bytes())?;
+        self.heads
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(session);
+        Ok(())
+    }
+
+    fn head_sender(&self, session: &str) -> Result<watch::Sender<u64>> {
+        let mut heads = self.heads.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(sender) = heads.get(session) {
+            return Ok(sender.clone());
+        }
+        let (sender, _) = watch::channel(self.last_seq(session)?);
+        heads.insert(session.to_owned(), sender.clone());
+        Ok(sender)
+    }
+
+    /// Wakes up when the session's log grows; the value is the newest durable seq.
+    pub fn subscribe(&self, session: &str) -> Result<watch::Receiver<u64>> {
+        Ok(self.head_sender(session)?.subscribe())
+    }
+
+    /// Tells readers that events up to `head` are durable.
+    pub fn publish_head(&self, session: &str, head: u64) {
+        if let Ok(sender) = self.head_sender(session) {
+            sender.send_if_modified(|h| {
+                let grew = head > *h;
+                if grew {
+                    *h = head;
+                }
+                grew
+            });
+        }
+    }
+
+    /// Sessions that have a log, for the retention sweep at start.
+    pub fn sessions_with_events(&self) -> Result<Vec<String>> {
+        let mut out: Vec<String> = Vec::new();
+        for key in self.events.iter().keys() {
+            let key = key?;
+            let Some(cut) = key.len().checked_sub(9) else {
+                continue;
+            };
+            let name = String::from_utf8_lossy(&key[..cut]).into_owned();
+            if out.last() != Some(&name) {
+                out.push(name);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Events appended and not yet dropped, over all sessions (for metrics).
+    pub fn len(&self) -> usize {
+        self.events.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn log() -> (Arc<EventLog>, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        (EventLog::open(&db).unwrap(), dir)
+    }
+
+    fn event(kind: &'static str, key: Option<&str>) -> NewEvent {
+        NewEvent {
+            kind,
+            occurred_at: 7,
+            data: json!({"n": key}),
+            idempotency_key: key.map(str::to_owned),
+        }
+    }
+
+    fn seqs(page: &Page) -> Vec<u64> {
+        page.events.iter().map(|e| e.seq).collect()
+    }
+
+    #[test]
+    fn records_round_trip() {
+        let e = StoredEvent {
+            seq: 3,
+            kind: "message.received".into(),
+            appended_at: 99,
+            envelope: b"{\"a\":1}".to_vec(),
+            idempotency_key: Some("chat/sender/id".into()),
+        };
+        assert_eq!(StoredEvent::decode(3, &e.encode()), Some(e.clone()));
+        let plain = StoredEvent {
+            idempotency_key: None,
+            ..e
+        };
+        assert_eq!(StoredEvent::decode(3, &plain.encode()), Some(plain));
+        assert_eq!(StoredEvent::decode(3, b"short"), None);
+    }
+
+    #[test]
+    fn appends_number_without_gaps_and_skip_known_keys() {
+        let (log, _dir) = log();
+        assert_eq!(log.last_seq("a").unwrap(), 0);
+        let first = log
+            .append(
+                "a",
+                1,
+                &[
+                    event("message.received", Some("k1")),
+                    event("session.status", None),
+                ],
+            )
+            .unwrap();
+        assert_eq!(first.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 2]);
+        // A redelivery of k1 beside a new k2 (and k2 twice in one batch) adds only k2.
+        let second = log
+            .append(
+                "a",
+                3,
+                &[
+                    event("message.received", Some("k1")),
+                    event("message.received", Some("k2")),
+                    event("message.received", Some("k2")),
+                ],
+            )
+            .unwrap();
+        assert_eq!(second.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![3]);
+        assert_eq!(log.last_seq("a").unwrap(), 3);
+        assert_eq!(log.last_seq("ab").unwrap(), 0);
+        let envelope: Value = serde_json::from_slice(&second[0].envelope).unwrap();
+        assert_eq!(envelope["seq"], 3);
+        assert_eq!(envelope["type"], "message.received");
+        assert_eq!(envelope["session"], "a");
+        assert_eq!(envelope["occurred_at"], 7);
+        assert!(envelope["id"].as_str().unwrap().starts_with("evt_"));
+    }
+
+    #[test]
+    fn reads_page_filter_and_report_expiry() {
+        let (log, _dir) = log();
+        let batch: Vec<NewEvent> = (0..10)
+            .map(|i| {
+                event(
+                    if i % 2 == 0 {
+                        "message.received"
+                    } else {
+                        "group.updated"
+                    },
+                    None,
+                )
+            })
+            .collect();
+        log.append("s", 1, &batch).unwrap();
+        let page = log.read("s", 0, 3, None, 1000).unwrap().unwrap();
+        assert_eq!(seqs(&page), vec![1, 2, 3]);
+        let page = log.read("s", 3, 100, None, 1000).unwrap().unwrap();
+        assert_eq!(seqs(&page), (4..=10).collect::<Vec<_>>());
+        let only = vec!["group.updated".to_owned()];
+        let page = log.read("s", 0, 2, Some(&only), 1000).unwrap().unwrap();
+        assert_eq!(seqs(&page), vec![2, 4]);
+        assert_eq!(page.scanned_to, 4);
+        let page = log.read("s", 10, 5, None, 1000).unwrap().unwrap();
+        assert!(page.events.is_empty());
+        assert_eq!(page.scanned_to, 10);
+
+        // Everything appended "now" is dropped by a cutoff in the future.
+        assert_eq!(log.expire("s", crate::unix_now() + 10).unwrap(), 10);
+        assert_eq!(log.floor("s").unwrap(), 10);
+        assert_eq!(log.last_seq("s").unwrap(), 10, "seq never restarts");
+        assert_eq!(
+            log.read("s", 3, 5, None, 1000).unwrap(),
+            Err(Expired { oldest: 11 })
+        );
+        assert!(log.read("s", 10, 5, None, 1000).unwrap().is_ok());
+        // Dropped idempotency keys go too; new appends continue after the floor.
+        let next = log.append("s", 11, &[event("message.received", Some("k"))]);
+        assert_eq!(next.unwrap()[0].seq, 11);
+    }
+
+    #[test]
+    fn expiry_keeps_recent_events() {
+        let (log, _dir) = log();
+        log.append("s", 1, &[event("message.received", Some("k"))])
+            .unwrap();
+        assert_eq!(log.expire("s", 1).unwrap(), 0);
+        assert_eq!(log.floor("s").unwrap(), 0);
+        // Still deduplicated.
+        assert!(
+            log.append("s", 2, &[event("message.received", Some("k"))])
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[tokio::test]
+    async fn heads_wake_subscribers_and_deletes_forget() {
+        let (log, _dir) = log();
+        log.append("s", 1, &[event("session.status", None)])
+            .unwrap();
+        let mut rx = log.subscribe("s").unwrap();
+        assert_eq!(*rx.borrow(), 1);
+        log.publish_head("s", 2);
+        rx.changed().await.unwrap();
+        assert_eq!(*rx.borrow(), 2);
+        assert_eq!(log.sessions_with_events().unwrap(), vec!["s".to_owned()]);
+        log.delete_session("s").unwrap();
+        assert_eq!(log.last_seq("s").unwrap(), 0);
+        assert!(log.sessions_with_events().unwrap().is_empty());
+    }
+}

@@ -1,0 +1,151 @@
+//! `session:<id>/events`: the one writer of a session's event log. It numbers events (no gap,
+//! no repeat, also across restarts: the next seq is read back from the log when it starts),
+//! makes each batch durable before it answers, wakes readers through the log's head watch,
+//! and applies retention.
+
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::directory::{self, ActorKind, SessionLink};
+use crate::error::Result;
+use crate::event_log::{EventLog, NewEvent};
+use crate::model::SessionId;
+use crate::services::Shared;
+
+/// How often retention looks for expired events.
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
+
+pub enum EventsMsg {
+    /// Appends a batch, all or nothing, durable before the answer (the newest seq).
+    Append(Vec<NewEvent>, RpcReplyPort<Result<u64>>),
+    /// Appends without anyone waiting; failures are logged.
+    Record(Vec<NewEvent>),
+    /// Drops events older than the retention.
+    Sweep,
+    Inspect(RpcReplyPort<serde_json::Value>),
+    #[cfg(feature = "test-server")]
+    Crash,
+}
+
+pub struct EventsActor;
+
+pub struct EventsArgs {
+    pub services: Shared,
+    pub id: SessionId,
+    pub link: Arc<SessionLink>,
+}
+
+pub struct EventsState {
+    services: Shared,
+    log: Arc<EventLog>,
+    id: SessionId,
+    /// The newest seq in the log.
+    head: u64,
+    appended: u64,
+    messages: Arc<AtomicU64>,
+}
+
+impl EventsState {
+    async fn append(&mut self, events: &[NewEvent]) -> Result<u64> {
+        if events.is_empty() {
+            return Ok(self.head);
+        }
+        let session = self.id.as_str();
+        let stored = self.log.append(session, self.head + 1, events)?;
+        self.log.flush().await?;
+        if let Some(last) = stored.last() {
+            self.head = last.seq;
+            self.appended += stored.len() as u64;
+            self.services.metrics.events_appended(stored.len() as u64);
+            self.log.publish_head(session, self.head);
+        }
+        Ok(self.head)
+    }
+
+    fn sweep(&self) {
+        let retention = self.services.settings.events.retention.as_secs();
+        let cutoff = crate::unix_now().saturating_sub(retention);
+        match self.log.expire(self.id.as_str(), cutoff) {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::info!(session = %self.id, dropped = n, "events past retention dropped")
+            }
+            Err(e) => tracing::error!(session = %self.id, error = %e, "retention sweep failed"),
+        }
+    }
+}
+
+impl Actor for EventsActor {
+    type Msg = EventsMsg;
+    type State = EventsState;
+    type Arguments = EventsArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        args: EventsArgs,
+    ) -> std::result::Result<Self::State, ActorProcessingErr> {
+        let name = directory::child_name(args.id.as_str(), ActorKind::Events);
+        let messages = args.services.directory.starting(&name, ActorKind::Events);
+        let log = args.services.events.clone();
+        let head = log.last_seq(args.id.as_str())?;
+        args.services.directory.running(&name, myself.get_cell());
+        args.link
+            .publish_child(ActorKind::Events, Some(myself.get_cell()));
+        Ok(EventsState {
+            services: args.services,
+            log,
+            id: args.id,
+            head,
+            appended: 0,
+            messages,
+        })
+    }
+
+    async fn post_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> std::result::Result<(), ActorProcessingErr> {
+        state.sweep();
+        myself.send_interval(SWEEP_EVERY, || EventsMsg::Sweep);
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        msg: Self::Msg,
+        state: &mut Self::State,
+    ) -> std::result::Result<(), ActorProcessingErr> {
+        state.messages.fetch_add(1, Ordering::Relaxed);
+        match msg {
+            EventsMsg::Append(events, reply) => {
+                let result = state.append(&events).await;
+                if let Err(e) = &result {
+                    tracing::error!(session = %state.id, error = %e, "could not append events");
+                }
+                let _ = reply.send(result);
+            }
+            EventsMsg::Record(events) => {
+                if let Err(e) = state.append(&events).await {
+                    tracing::error!(session = %state.id, error = %e, "could not append events");
+                }
+            }
+            EventsMsg::Sweep => state.sweep(),
+            EventsMsg::Inspect(reply) => {
+                let _ = reply.send(serde_json::json!({
+                    "session": state.id.as_str(),
+                    "head": state.head,
+                    "appended_since_start": state.appended,
+                    "floor": state.log.floor(state.id.as_str()).unwrap_or(0),
+                }));
+            }
+            #[cfg(feature = "test-server")]
+            EventsMsg::Crash => panic!("crash requested through the test-only admin trigger"),
+        }
+        Ok(())
+    }
+}

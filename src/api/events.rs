@@ -1,0 +1,151 @@
+//! `/sessions/{id}/events`: a session's event log, pulled page by page or followed as a
+//! server-sent-event stream (contract: `events.md`). Both read the same log, so a consumer
+//! can switch between them by seq.
+
+use futures_util::StreamExt;
+use std::convert::Infallible;
+use std::time::Duration;
+use warp::Reply;
+use warp::http::{HeaderValue, header};
+use warp::reply::Response;
+
+use super::Ctx;
+use super::errors::ApiError;
+use super::request::Request;
+use wagate_actors::event_log::is_event_type;
+
+/// The contract's keep-alive: a comment at least this often.
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
+const DEFAULT_LIMIT: usize = 100;
+const MAX_LIMIT: usize = 1000;
+
+/// `after`: a seq, 0 (the start) when absent.
+fn seq(field: &str, raw: Option<&str>) -> Result<u64, ApiError> {
+    match raw {
+        None => Ok(0),
+        Some(v) => v
+            .trim()
+            .parse::<u64>()
+            .map_err(|_| ApiError::validation(field, format!("'{v}' is not a seq (0 or more)"))),
+    }
+}
+
+/// `types=a,b`: known event types only; `None` when absent (all types).
+pub fn types(raw: Option<&str>) -> Result<Option<Vec<String>>, ApiError> {
+    let Some(raw) = raw else { return Ok(None) };
+    let list: Vec<String> = raw
+        .split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if list.is_empty() {
+        return Err(ApiError::validation(
+            "types",
+            "name at least one event type",
+        ));
+    }
+    if let Some(unknown) = list.iter().find(|t| !is_event_type(t)) {
+        return Err(ApiError::validation(
+            "types",
+            format!("'{unknown}' is not an event type"),
+        ));
+    }
+    Ok(Some(list))
+}
+
+fn limit(raw: Option<&str>) -> Result<usize, ApiError> {
+    let Some(raw) = raw else {
+        return Ok(DEFAULT_LIMIT);
+    };
+    raw.trim()
+        .parse::<usize>()
+        .ok()
+        .filter(|n| (1..=MAX_LIMIT).contains(n))
+        .ok_or_else(|| ApiError::validation("limit", format!("must be 1-{MAX_LIMIT}")))
+}
+
+/// `GET /sessions/{id}/events?after&limit&types`.
+pub async fn pull(ctx: &Ctx, req: Request) -> Result<Response, ApiError> {
+    let id = req.session()?;
+    let after = seq("after", req.query("after"))?;
+    let limit = limit(req.query("limit"))?;
+    let types = types(req.query("types"))?;
+    let page = ctx.gateway.events(&id, after, limit, types.as_deref())?;
+    // The stored envelopes are the bytes every transport sends; they are spliced in as they are.
+    let mut body = Vec::with_capacity(
+        64 + page
+            .events
+            .iter()
+            .map(|e| e.envelope.len() + 1)
+            .sum::<usize>(),
+    );
+    body.extend_from_slice(b"{\"events\":[");
+    for (i, event) in page.events.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(&event.envelope);
+    }
+    body.extend_from_slice(format!("],\"next_after\":{}}}", page.next_after).as_bytes());
+    let mut response = Response::new(body.into());
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Ok(response)
+}
+
+/// `GET /sessions/{id}/events/stream?types&after`, resumable with `Last-Event-ID`.
+pub async fn stream(ctx: &Ctx, req: Request) -> Result<Response, ApiError> {
+    let id = req.session()?;
+    let resume = req
+        .header("last-event-id")
+        .map(|v| seq("Last-Event-ID", Some(v)))
+        .transpose()?;
+    let after = match resume {
+        Some(after) => after,
+        None => seq("after", req.query("after"))?,
+    };
+    let types = types(req.query("types"))?;
+    let events = ctx.gateway.event_stream(&id, after, types)?;
+    let events = events.map(|event| {
+        let data = String::from_utf8_lossy(&event.envelope).into_owned();
+        Ok::<_, Infallible>(
+            warp::sse::Event::default()
+                .id(event.seq.to_string())
+                .event(event.kind)
+                .data(data),
+        )
+    });
+    let stream = warp::sse::keep_alive().interval(KEEP_ALIVE).stream(events);
+    let mut response = warp::sse::reply(stream).into_response();
+    // Proxies must not buffer the stream.
+    response
+        .headers_mut()
+        .insert("x-accel-buffering", HeaderValue::from_static("no"));
+    Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_values_are_checked() {
+        assert_eq!(seq("after", None).unwrap(), 0);
+        assert_eq!(seq("after", Some("42")).unwrap(), 42);
+        assert_eq!(seq("after", Some("-1")).unwrap_err().code(), "validation");
+        assert_eq!(limit(None).unwrap(), 100);
+        assert_eq!(limit(Some("1000")).unwrap(), 1000);
+        assert!(limit(Some("0")).is_err());
+        assert!(limit(Some("1001")).is_err());
+        assert_eq!(types(None).unwrap(), None);
+        assert_eq!(
+            types(Some("message.received, group.updated")).unwrap(),
+            Some(vec!["message.received".into(), "group.updated".into()])
+        );
+        assert!(types(Some("message.nope")).is_err());
+        assert!(types(Some(",")).is_err());
+    }
+}

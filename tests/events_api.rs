@@ -1,0 +1,195 @@
+//! The events and webhooks endpoints without WhatsApp, in-process: their input checks and
+//! errors in the contract's shape, webhook CRUD persisted across a restart, and the session
+//! status changes a session makes on its own.
+
+mod common;
+
+use common::*;
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pull_checks_its_input() {
+    let srv = TestServer::start_in_process().await;
+    let api = srv.api();
+    api.get("/sessions/nope/events")
+        .await
+        .expect_error(404, "session_not_found");
+    api.get("/sessions/bad!id/events")
+        .await
+        .expect_error(400, "invalid_session_id");
+    srv.create_session("a", "A").await;
+    for query in [
+        "limit=0",
+        "limit=1001",
+        "limit=x",
+        "after=-1",
+        "types=message.nope",
+        "types=",
+    ] {
+        api.get(&format!("/sessions/a/events?{query}"))
+            .await
+            .expect_error(400, "validation");
+    }
+    let page = api
+        .get("/sessions/a/events?after=999&limit=5")
+        .await
+        .expect(200);
+    assert_eq!(page, json!({"events": [], "next_after": 999}));
+    api.get("/sessions/nope/events/stream")
+        .await
+        .expect_error(404, "session_not_found");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_session_records_its_own_status_changes() {
+    let srv = TestServer::start_in_process().await;
+    srv.create_session("a", "A").await;
+    srv.api().post("/sessions/a/disconnect").await.expect(200);
+    let found = wait_for(std::time::Duration::from_secs(10), || async {
+        let page = srv.api().get("/sessions/a/events").await.expect(200);
+        page["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["type"] == "session.status" && e["data"]["status"] == "disconnected")
+            .cloned()
+    })
+    .await
+    .expect("a session.status event for the disconnect");
+    assert_eq!(found["session"], "a");
+    assert_eq!(
+        found["data"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .collect::<Vec<_>>(),
+        ["previous", "reason", "status"]
+    );
+    assert_ne!(found["data"]["previous"], "disconnected");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn webhook_input_is_checked() {
+    let srv = TestServer::start_in_process().await;
+    let api = srv.api();
+    for (body, field) in [
+        (json!({}), "url"),
+        (json!({"url": "ftp://127.0.0.1/x"}), "url"),
+        (json!({"url": "not a url"}), "url"),
+        (
+            json!({"url": "http://127.0.0.1:9/x", "events": []}),
+            "events",
+        ),
+        (
+            json!({"url": "http://127.0.0.1:9/x", "events": ["nope"]}),
+            "events",
+        ),
+        (
+            json!({"url": "http://127.0.0.1:9/x", "sessions": ["bad id!"]}),
+            "sessions",
+        ),
+        (
+            json!({"url": "http://127.0.0.1:9/x", "secret": "plain"}),
+            "secret",
+        ),
+        (
+            json!({"url": "http://127.0.0.1:9/x", "colour": "red"}),
+            "colour",
+        ),
+    ] {
+        let message = api
+            .post_json("/webhooks", &body)
+            .await
+            .expect_error(400, "validation");
+        assert!(message.contains(field), "{body}: {message}");
+    }
+    api.get("/webhooks/wh_missing")
+        .await
+        .expect_error(404, "not_found");
+    api.call(reqwest::Method::PUT, "/webhooks/wh_missing")
+        .await
+        .expect_error(404, "not_found");
+    api.delete("/webhooks/wh_missing")
+        .await
+        .expect_error(404, "not_found");
+    api.post_json(
+        "/webhooks/wh_missing/replay",
+        &json!({"session": "a", "after": 0}),
+    )
+    .await
+    .expect_error(404, "not_found");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn webhooks_persist_and_rotate_their_secret() {
+    let mut srv = TestServer::start().await;
+    srv.create_session("a", "A").await;
+    let api = srv.api();
+    let given = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let created = api
+        .post_json(
+            "/webhooks",
+            &json!({"url": "http://127.0.0.1:9/hook", "events": ["group.updated", "message.received"], "sessions": ["a"], "secret": given}),
+        )
+        .await
+        .expect(201);
+    assert_eq!(created["secret"], given);
+    assert_eq!(
+        created["events"],
+        json!(["group.updated", "message.received"])
+    );
+    let id = created["id"].as_str().unwrap().to_string();
+    let other = api
+        .post_json("/webhooks", &json!({"url": "https://127.0.0.1:9/other"}))
+        .await
+        .expect(201);
+    assert_eq!(other["events"], json!(["*"]));
+    assert_eq!(other["sessions"], json!(["*"]));
+
+    let updated = api
+        .send(
+            api.request(reqwest::Method::PUT, &format!("/webhooks/{id}"))
+                .json(&json!({"url": "http://127.0.0.1:9/moved", "secret": "whsec_dGVzdC1rZXktYnl0ZXMtMTIzNDU2Nzg="})),
+        )
+        .await
+        .expect(200);
+    assert_eq!(updated["url"], "http://127.0.0.1:9/moved");
+    assert!(updated.get("secret").is_none());
+    assert!(!updated.to_string().contains("whsec_"));
+
+    srv.restart().await;
+    let api = srv.api();
+    let listed = api.get("/webhooks").await.expect(200);
+    let hooks = listed["webhooks"].as_array().unwrap();
+    assert_eq!(hooks.len(), 2);
+    let kept = api.get(&format!("/webhooks/{id}")).await.expect(200);
+    assert_eq!(kept["url"], "http://127.0.0.1:9/moved");
+    assert_eq!(kept["sessions"], json!(["a"]));
+    assert!(!listed.to_string().contains("whsec_"));
+
+    api.delete(&format!("/webhooks/{id}")).await.expect(200);
+    srv.restart().await;
+    srv.api()
+        .get(&format!("/webhooks/{id}"))
+        .await
+        .expect_error(404, "not_found");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_tree_shows_the_events_log_and_webhooks() {
+    let srv = TestServer::start_in_process().await;
+    srv.create_session("a", "A").await;
+    let node = wait_for(std::time::Duration::from_secs(5), || async {
+        srv.tree_node("session:a/events").await
+    })
+    .await
+    .expect("session:a/events in the tree");
+    assert_eq!(node["kind"], "events");
+    let hooks = srv
+        .tree_node("webhooks")
+        .await
+        .expect("webhooks in the tree");
+    assert_eq!(hooks["kind"], "webhooks");
+    let actor = srv.actor("session:a/events").await.expect(200);
+    assert!(actor.to_string().contains("head"), "{actor}");
+}
