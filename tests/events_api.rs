@@ -193,3 +193,129 @@ async fn the_tree_shows_the_events_log_and_webhooks() {
     let actor = srv.actor("session:a/events").await.expect(200);
     assert!(actor.to_string().contains("head"), "{actor}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn expired_events_answer_410_and_seq_never_restarts() {
+    let mut srv = TestServer::builder()
+        .env("WAGATE_EVENTS_RETENTION", "1s")
+        .start()
+        .await;
+    srv.create_session("a", "A").await;
+    srv.api().post("/sessions/a/disconnect").await.expect(200);
+    let head = wait_for(std::time::Duration::from_secs(10), || async {
+        let page = srv.api().get("/sessions/a/events").await.expect(200);
+        let n = page["next_after"].as_u64().unwrap();
+        (n > 0).then_some(n)
+    })
+    .await
+    .expect("status events");
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    // Retention is applied when the log starts (and every minute after).
+    srv.restart().await;
+    let message = srv
+        .api()
+        .get("/sessions/a/events?after=0")
+        .await
+        .expect_error(410, "events_expired");
+    assert!(message.contains(&format!("{}", head + 1)), "{message}");
+    srv.api()
+        .get(&format!("/sessions/a/events/stream?after=0"))
+        .await
+        .expect_error(410, "events_expired");
+    // Reading from where retention stopped works, and new events continue the count.
+    srv.api().post("/sessions/a/connect").await.expect(200);
+    let next = wait_for(std::time::Duration::from_secs(10), || async {
+        let page = srv
+            .api()
+            .get(&format!("/sessions/a/events?after={head}"))
+            .await
+            .expect(200);
+        page["events"].as_array().unwrap().first().cloned()
+    })
+    .await
+    .expect("a new event after the expired ones");
+    assert!(next["seq"].as_u64().unwrap() > head);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn webhook_delivery_resumes_after_a_restart_and_shows_in_metrics() {
+    let receiver = common::receiver::Receiver::start().await;
+    receiver.answer_by_default(common::receiver::Answer::Status(503));
+    let mut srv = TestServer::builder()
+        .env("WAGATE_WEBHOOKS_BACKOFF_MAX", "1s")
+        .start()
+        .await;
+    srv.create_session("a", "A").await;
+    let created = srv
+        .api()
+        .post_json(
+            "/webhooks",
+            &json!({"url": receiver.url("/in"), "events": ["session.status"], "sessions": ["a"]}),
+        )
+        .await
+        .expect(201);
+    let id = created["id"].as_str().unwrap().to_string();
+    let secret = created["secret"].as_str().unwrap().to_string();
+    for _ in 0..3 {
+        srv.api().post("/sessions/a/disconnect").await.expect(200);
+        srv.api().post("/sessions/a/connect").await.expect(200);
+    }
+    let failing = wait_for(std::time::Duration::from_secs(10), || async {
+        let v = srv.api().get(&format!("/webhooks/{id}")).await.expect(200);
+        let d = v["deliveries"][0].clone();
+        (d["last_error"] == "HTTP 503" && d["pending"].as_u64().unwrap_or(0) >= 6).then_some(d)
+    })
+    .await
+    .expect("the failing receiver shows on the webhook");
+    assert!(failing["next_attempt_at"].as_u64().is_some());
+    let metrics = srv.root(Some(srv.admin_token())).get("/metrics").await;
+    assert_eq!(metrics.code(), 200);
+    let text = metrics.text();
+    assert!(
+        text.contains(&format!(
+            "wagate_webhook_pending_events{{webhook=\"{id}\"}}"
+        )),
+        "{text}"
+    );
+    assert!(text.contains("wagate_events_appended_total"));
+    assert!(!text.contains(&secret));
+
+    srv.restart().await;
+    receiver.answer_by_default(common::receiver::Answer::Status(204));
+    let page = srv
+        .api()
+        .get("/sessions/a/events?types=session.status&limit=1000")
+        .await
+        .expect(200);
+    let logged: Vec<String> = page["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["seq"].as_u64() > Some(0))
+        .map(|e| e["id"].as_str().unwrap().to_string())
+        .collect();
+    let all = wait_until(std::time::Duration::from_secs(20), || async {
+        let got: Vec<String> = receiver
+            .accepted()
+            .iter()
+            .map(|d| d.header("webhook-id"))
+            .collect();
+        logged.iter().all(|id| got.contains(id))
+    })
+    .await;
+    assert!(
+        all,
+        "every event arrived after the restart\n{}",
+        srv.output()
+    );
+    let verifier = standardwebhooks::Webhook::new(&secret).unwrap();
+    let mut last = 0;
+    for d in receiver.accepted() {
+        verifier.verify(&d.body, &d.headers).expect("signed");
+        let seq = d.json()["seq"].as_u64().unwrap();
+        assert!(seq > last, "in order without duplicates");
+        last = seq;
+    }
+    let view = srv.api().get(&format!("/webhooks/{id}")).await.expect(200);
+    assert!(view["deliveries"][0]["last_error"].is_null());
+}
