@@ -638,3 +638,47 @@ async fn a_slow_webhook_holds_up_no_other_webhook() {
     );
     assert!(slow.accepted().len() <= 1);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_text_sent_from_the_phone_itself_is_message_sent() {
+    let (sim, server) = setup().await;
+    let b = sim.user("6285500000002").await;
+    // The account's own phone (device 0) writes to b; wagate, a linked device, gets a copy.
+    let sent = sim
+        .post_ok(
+            &format!("/accounts/{ME}/send"),
+            json!({"to": b, "text": "sent from my phone"}),
+        )
+        .await;
+    let id = sent["id"].as_str().unwrap().to_string();
+    let event = event_where(&server, "message.sent", |d| d["message_id"] == id).await;
+    let data = &event["data"];
+    assert_eq!(data["from_me"], true);
+    assert_eq!(data["chat"], b.as_str());
+    assert_eq!(data["sender"], user(ME));
+    assert_eq!(data["kind"], "text");
+    assert_eq!(data["text"], "sent from my phone");
+    assert!(
+        all_events(&server, "a")
+            .await
+            .iter()
+            .all(|e| e["type"] != "message.received"),
+        "not a received message"
+    );
+
+    // A text sent through wagate is acknowledged by the server: its first message.ack.
+    let via_api = server
+        .api()
+        .post_json(
+            "/sessions/a/messages/text",
+            &json!({"to": b, "text": "through the API"}),
+        )
+        .await
+        .expect(200);
+    let message_id = via_api["message_id"].as_str().unwrap().to_string();
+    let ack = event_where(&server, "message.ack", |d| d["message_id"] == message_id).await;
+    assert_eq!(
+        ack["data"],
+        json!({"message_id": message_id, "chat": b, "status": "server", "by": "s.whatsapp.net"})
+    );
+}
