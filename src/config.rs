@@ -57,6 +57,8 @@ pub struct HttpConfig {
     pub header_timeout: Duration,
     #[serde(with = "humantime_serde")]
     pub body_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub keep_alive: Duration,
 }
 
 #[derive(Debug, Deserialize)]
@@ -221,9 +223,13 @@ impl Config {
                 "http.max_connections must be positive".into(),
             ));
         }
-        if self.http.header_timeout.is_zero() || self.http.body_timeout.is_zero() {
+        if self.http.header_timeout.is_zero()
+            || self.http.body_timeout.is_zero()
+            || self.http.keep_alive.is_zero()
+        {
             return Err(ConfigError::Parse(
-                "http.header_timeout and http.body_timeout must be positive".into(),
+                "http.header_timeout, http.body_timeout and http.keep_alive must be positive"
+                    .into(),
             ));
         }
         if self.events.retention.is_zero() {

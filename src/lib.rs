@@ -75,6 +75,7 @@ pub async fn run(
     let limits = server::Limits {
         max_connections: config.http.max_connections,
         header_timeout: config.http.header_timeout,
+        keep_alive: config.http.keep_alive,
     };
     let service = warp::service(api::routes(ctx.clone()));
     let streams = ctx.clone();

@@ -130,7 +130,9 @@ async fn actor_tree_is_rooted_at_supervisor() {
     assert_eq!(root["name"], "supervisor");
     assert_eq!(root["kind"], "supervisor");
     assert_eq!(root["status"], "running");
-    assert_eq!(root["children"], json!([]), "no sessions yet: {root}");
+    // No sessions yet: only the webhook deliveries' actor.
+    assert_eq!(child_names(root), ["webhooks"], "{root}");
+    assert_eq!(root["children"][0]["kind"], "webhooks");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -145,6 +147,7 @@ async fn actor_tree_has_session_node_with_groups_and_invites_children() {
             find_node(&root, &format!("session:{id}")).is_some_and(|n| {
                 child_names(&n)
                     == [
+                        format!("session:{id}/events"),
                         format!("session:{id}/groups"),
                         format!("session:{id}/invites"),
                     ]
@@ -157,19 +160,15 @@ async fn actor_tree_has_session_node_with_groups_and_invites_children() {
     let root = &tree["actors"][0];
     assert_eq!(
         child_names(root),
-        ["session:a", "session:b"],
-        "sessions are the supervisor's children: {root}"
+        ["session:a", "session:b", "webhooks"],
+        "sessions and webhooks are the supervisor's children: {root}"
     );
     for id in ["a", "b"] {
         let session = find_node(root, &format!("session:{id}")).unwrap();
         assert_eq!(session["kind"], "session");
         for child in session["children"].as_array().unwrap() {
             let name = child["name"].as_str().unwrap();
-            let kind = if name.ends_with("/groups") {
-                "groups"
-            } else {
-                "invites"
-            };
+            let kind = name.rsplit('/').next().unwrap();
             assert_eq!(child["kind"], kind, "{child}");
             assert_eq!(child["children"], json!([]), "{child}");
         }
@@ -201,8 +200,8 @@ async fn every_actor_node_has_contract_fields() {
     let nodes = all_nodes(&tree["actors"][0]);
     assert_eq!(
         nodes.len(),
-        4,
-        "supervisor, session, groups, invites: {tree}"
+        6,
+        "supervisor, webhooks, session, events, groups, invites: {tree}"
     );
     for n in nodes {
         assert_node_shape(&n);
@@ -341,8 +340,10 @@ async fn admin_views_never_show_tokens() {
     for name in [
         "supervisor",
         "session:sec",
+        "session:sec/events",
         "session:sec/groups",
         "session:sec/invites",
+        "webhooks",
     ] {
         bodies.push(srv.actor(name).await.expect(200).to_string());
     }
@@ -366,7 +367,7 @@ async fn deleted_session_leaves_the_actor_tree() {
     let ok = wait_until(WAIT, || async {
         let tree = srv.actor_tree().await;
         let root = &tree["actors"][0];
-        child_names(root) == ["session:y"]
+        child_names(root) == ["session:y", "webhooks"]
             && find_node(root, "session:x/groups").is_none()
             && find_node(root, "session:x/invites").is_none()
     })

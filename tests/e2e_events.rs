@@ -178,17 +178,13 @@ async fn what_other_members_do_to_a_group_is_an_event() {
     let put = |path: String, body: Value| {
         let api = server.api();
         async move {
-            api.send(api.request(reqwest::Method::PUT, &path).json(&body))
-                .await
-                .expect(200);
+            api.put_json(&path, &body).await.expect(200);
         }
     };
     let delete = |path: String, body: Value| {
         let api = server.api();
         async move {
-            api.send(api.request(reqwest::Method::DELETE, &path).json(&body))
-                .await
-                .expect(200);
+            api.delete_json(&path, &body).await.expect(200);
         }
     };
     let gid = api
@@ -681,4 +677,495 @@ async fn a_text_sent_from_the_phone_itself_is_message_sent() {
         ack["data"],
         json!({"message_id": message_id, "chat": b, "status": "server", "by": "s.whatsapp.net"})
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_message_kind_arrives_with_its_metadata() {
+    let (sim, server) = setup().await;
+    let b = sim.user("6285500000002").await;
+    let send = |body: Value| {
+        let sim = &sim;
+        async move {
+            let mut body = body;
+            body["to"] = json!(user(ME));
+            sim.post_ok("/accounts/6285500000002/send", body).await["id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        }
+    };
+    let first = send(json!({"text": "look at this"})).await;
+    let quoted = send(json!({"text": "replying", "quoted_id": first})).await;
+    let image = send(
+        json!({"kind": "image", "mimetype": "image/jpeg", "size": 2048, "caption": "a photo"}),
+    )
+    .await;
+    let document = send(json!({"kind": "document", "mimetype": "application/pdf", "size": 99, "file_name": "offer.pdf"})).await;
+    let location =
+        send(json!({"kind": "location", "latitude": -6.2, "longitude": 106.8, "name": "Jakarta"}))
+            .await;
+    let contact = send(json!({"kind": "contact", "display_name": "Cee", "vcard": "BEGIN:VCARD\nFN:Cee\nEND:VCARD"})).await;
+    let reaction = send(json!({"kind": "reaction", "message_id": first, "emoji": "👍"})).await;
+    let sticker = send(json!({"kind": "sticker"})).await;
+
+    let data = |id: String| {
+        let server = &server;
+        async move {
+            event_where(server, "message.received", |d| d["message_id"] == id).await["data"].clone()
+        }
+    };
+    let d = data(quoted).await;
+    assert_eq!(
+        (d["kind"].as_str(), d["quoted_id"].as_str()),
+        (Some("text"), Some(first.as_str()))
+    );
+    assert_eq!(d["text"], "replying");
+    let d = data(image).await;
+    assert_eq!(d["kind"], "image");
+    assert_eq!(d["text"], Value::Null);
+    assert_eq!(
+        d["media"],
+        json!({"mimetype": "image/jpeg", "size": 2048, "caption": "a photo"})
+    );
+    let d = data(document).await;
+    assert_eq!(d["kind"], "document");
+    assert_eq!(d["media"]["file_name"], "offer.pdf");
+    assert_eq!(d["media"]["mimetype"], "application/pdf");
+    let d = data(location).await;
+    assert_eq!(d["kind"], "location");
+    assert_eq!(
+        d["location"],
+        json!({"latitude": -6.2, "longitude": 106.8, "name": "Jakarta"})
+    );
+    let d = data(contact).await;
+    assert_eq!(d["kind"], "contact");
+    assert_eq!(d["contact"]["display_name"], "Cee");
+    let d = data(reaction).await;
+    assert_eq!(d["kind"], "reaction");
+    assert_eq!(d["reaction"], json!({"message_id": first, "emoji": "👍"}));
+    assert_eq!(d["sender"], b.as_str());
+    let d = data(sticker).await;
+    assert_eq!(d["kind"], "sticker");
+    assert!(d["media"]["mimetype"].is_string());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn receipts_and_join_requests_are_events() {
+    let (sim, server) = setup().await;
+    let api = server.api();
+    let b = sim.user("6285500000002").await;
+    let c = sim.user("6285500000003").await;
+    let sent = api
+        .post_json(
+            "/sessions/a/messages/text",
+            &json!({"to": b, "text": "did you get it?"}),
+        )
+        .await
+        .expect(200)["message_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for status in ["delivered", "read"] {
+        sim.post_ok(
+            "/accounts/6285500000002/receipts",
+            json!({"to": ME, "ids": [sent], "type": status}),
+        )
+        .await;
+        let ack = event_where(&server, "message.ack", |d| {
+            d["message_id"] == sent && d["status"] == status
+        })
+        .await;
+        assert_eq!(
+            ack["data"],
+            json!({"message_id": sent, "chat": b, "status": status, "by": b})
+        );
+    }
+    let statuses: Vec<String> = all_events(&server, "a")
+        .await
+        .iter()
+        .filter(|e| e["type"] == "message.ack" && e["data"]["message_id"] == sent)
+        .map(|e| e["data"]["status"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(statuses, ["server", "delivered", "read"]);
+
+    let gid = api
+        .post_json(
+            "/sessions/a/groups",
+            &json!({"name": "Ask first", "participants": [b]}),
+        )
+        .await
+        .expect(200)["group_jid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    sim.post_ok(
+        &format!("/groups/{gid}/join-requests"),
+        json!({"phone_number": "6285500000003"}),
+    )
+    .await;
+    let asked = event_where(&server, "group.join_request", |d| d["action"] == "created").await;
+    assert_eq!(
+        asked["data"],
+        json!({"group": gid, "requester": c, "action": "created"})
+    );
+    let (status, _) = sim
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/groups/{gid}/join-requests/6285500000003"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    let withdrawn = event_where(&server, "group.join_request", |d| d["action"] == "revoked").await;
+    assert_eq!(
+        withdrawn["data"],
+        json!({"group": gid, "requester": c, "action": "revoked"})
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn messages_sent_while_disconnected_arrive_after_reconnect() {
+    let (sim, server) = setup().await;
+    sim.user("6285500000002").await;
+    let api = server.api();
+    api.post("/sessions/a/disconnect").await.expect(200);
+    let gone = wait_until(WAIT, || async {
+        server.session_status("a").await == "disconnected"
+    })
+    .await;
+    assert!(gone);
+    let mut ids = Vec::new();
+    for text in ["while", "you", "were", "away"] {
+        ids.push(
+            sim.post_ok(
+                "/accounts/6285500000002/send",
+                json!({"to": user(ME), "text": text}),
+            )
+            .await["id"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        all_events(&server, "a")
+            .await
+            .iter()
+            .all(|e| e["type"] != "message.received"),
+        "nothing arrives while disconnected"
+    );
+    api.post("/sessions/a/connect").await.expect(200);
+    let arrived = wait_for(WAIT, || async {
+        let got: Vec<Value> = all_events(&server, "a")
+            .await
+            .into_iter()
+            .filter(|e| e["type"] == "message.received")
+            .collect();
+        (got.len() == ids.len()).then_some(got)
+    })
+    .await
+    .expect("the offline messages arrive");
+    let order: Vec<&str> = arrived
+        .iter()
+        .map(|e| e["data"]["message_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(order, ids.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(arrived.iter().all(|e| e["data"]["offline"] == true));
+    assert_eq!(arrived[3]["data"]["text"], "away");
+}
+
+/// The linked device wagate runs for `phone`, as the simulator numbers it.
+async fn companion_device(sim: &Sim, phone: &str) -> u64 {
+    let account = sim.get_ok(&format!("/accounts/{phone}")).await;
+    account["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["device"].as_u64().unwrap())
+        .find(|d| *d != 0)
+        .expect("a linked device")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_9_while_phones_send_and_webhooks_deliver_loses_nothing_acknowledged() {
+    let (sim, mut server) = setup().await;
+    sim.user("6285500000002").await;
+    let receiver = Receiver::start().await;
+    let created = server
+        .api()
+        .post_json(
+            "/webhooks",
+            &json!({"url": receiver.url("/hook"), "events": ["message.received"]}),
+        )
+        .await
+        .expect(201);
+    let secret = created["secret"].as_str().unwrap().to_string();
+    let device = companion_device(&sim, ME).await;
+    let sim = std::sync::Arc::new(sim);
+    let mut sent: Vec<String> = Vec::new();
+    for trial in 0..3u64 {
+        // A phone keeps sending while wagate is killed and started again.
+        let sender = {
+            let sim = sim.clone();
+            tokio::spawn(async move {
+                let mut ids = Vec::new();
+                for k in 0..40 {
+                    let (status, reply) = sim
+                        .post(
+                            "/accounts/6285500000002/send",
+                            json!({"to": user(ME), "text": format!("t{trial}-{k}")}),
+                        )
+                        .await;
+                    if status == 200 {
+                        ids.push(reply["id"].as_str().unwrap().to_string());
+                    }
+                    tokio::time::sleep(Duration::from_millis(15)).await;
+                }
+                ids
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(150 + 170 * trial)).await;
+        server.kill9();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        server.start_again().await;
+        sent.extend(sender.await.unwrap());
+        let back = wait_until(Duration::from_secs(60), || async {
+            server.session_status("a").await == "logged_in"
+        })
+        .await;
+        assert!(
+            back,
+            "logged in again after kill -9 #{trial}\n{}",
+            server.output()
+        );
+    }
+
+    // Once connected, WhatsApp delivers what was not acknowledged; then it has them all.
+    let messages = format!("/accounts/{ME}/devices/{device}/messages");
+    let settled = wait_for(Duration::from_secs(60), || async {
+        let state = sim.get_ok(&messages).await;
+        state["unacked"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+            .then_some(state)
+    })
+    .await
+    .expect("WhatsApp saw every message acknowledged in the end");
+    // The phone's texts among everything the device acknowledged (key shares and other
+    // protocol messages are acknowledged too, and are not events).
+    let acked: Vec<String> = settled["acked"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_owned())
+        .filter(|id| sent.contains(id))
+        .collect();
+    for id in &sent {
+        assert!(acked.contains(id), "{id} was sent but never acknowledged");
+    }
+
+    // The log has each acknowledged message exactly once, without gaps.
+    let events = all_events(&server, "a").await;
+    assert_gapless(&events);
+    let mut logged: std::collections::HashMap<String, (u64, String)> = Default::default();
+    for e in events.iter().filter(|e| e["type"] == "message.received") {
+        let id = e["data"]["message_id"].as_str().unwrap().to_owned();
+        let previous = logged.insert(
+            id.clone(),
+            (
+                e["seq"].as_u64().unwrap(),
+                e["id"].as_str().unwrap().to_owned(),
+            ),
+        );
+        assert!(previous.is_none(), "{id} logged twice");
+    }
+    for id in &acked {
+        assert!(
+            logged.contains_key(id),
+            "acknowledged {id} is not in the log"
+        );
+    }
+
+    // The receiver got every one, each always under the same event id, first time in order.
+    let all_in = wait_until(Duration::from_secs(60), || async {
+        let got: std::collections::HashSet<String> = receiver
+            .accepted()
+            .iter()
+            .map(|d| {
+                d.json()["data"]["message_id"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_owned()
+            })
+            .collect();
+        acked.iter().all(|id| got.contains(id))
+    })
+    .await;
+    assert!(all_in, "every acknowledged message reached the webhook");
+    let verifier = standardwebhooks::Webhook::new(&secret).unwrap();
+    let mut first_seen = std::collections::HashSet::new();
+    let mut last_new_seq = 0;
+    for d in receiver.accepted() {
+        verifier.verify(&d.body, &d.headers).expect("signed");
+        let envelope = d.json();
+        let message_id = envelope["data"]["message_id"].as_str().unwrap().to_owned();
+        let (seq, event_id) = &logged[&message_id];
+        assert_eq!(
+            envelope["id"],
+            event_id.as_str(),
+            "a stable id for {message_id}"
+        );
+        assert_eq!(envelope["seq"], *seq);
+        if first_seen.insert(message_id) {
+            assert!(*seq > last_new_seq, "new events arrive in seq order");
+            last_new_seq = *seq;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_event_type_arrives_alike_through_pull_sse_and_webhooks() {
+    let sim = Sim::start().await;
+    let server = TestServer::builder().whatsapp_url(sim.url()).start().await;
+    let receiver = Receiver::start().await;
+    let api = server.api();
+    let secret = api
+        .post_json(
+            "/webhooks",
+            &json!({"url": receiver.url("/all"), "sessions": ["a"]}),
+        )
+        .await
+        .expect(201)["secret"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // session.status: pairing a, and b as the other member.
+    sim.pair_by_qr(&server, "a", ME, "a").await;
+    sim.pair_by_qr(&server, "b", "6285500000002", "b").await;
+    let me = user(ME);
+    let b = user("6285500000002");
+    sim.user("6285500000003").await;
+    // message.received and message.sent
+    sim.post_ok(
+        "/accounts/6285500000002/send",
+        json!({"to": me, "text": "hi a"}),
+    )
+    .await;
+    sim.post_ok(
+        &format!("/accounts/{ME}/send"),
+        json!({"to": b, "text": "from a's phone"}),
+    )
+    .await;
+    // message.ack: server, then delivered
+    let sent = api
+        .post_json(
+            "/sessions/a/messages/text",
+            &json!({"to": b, "text": "ack me"}),
+        )
+        .await
+        .expect(200)["message_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    sim.post_ok(
+        "/accounts/6285500000002/receipts",
+        json!({"to": ME, "ids": [sent], "type": "delivered"}),
+    )
+    .await;
+    // group.joined, group.updated, group.participants, group.join_request, group.left: b acts.
+    let gid = server
+        .api()
+        .post_json(
+            "/sessions/b/groups",
+            &json!({"name": "All types", "participants": [me]}),
+        )
+        .await
+        .expect(200)["group_jid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    event_of(&server, "a", "group.joined", |d| d["group"] == gid).await;
+    server
+        .api()
+        .put_json(
+            &format!("/sessions/b/groups/{gid}/subject"),
+            &json!({"subject": "Renamed"}),
+        )
+        .await
+        .expect(200);
+    server
+        .api()
+        .post_json(
+            &format!("/sessions/b/groups/{gid}/admins"),
+            &json!({"participants": [me]}),
+        )
+        .await
+        .expect(200);
+    event_of(&server, "a", "group.participants", |d| {
+        d["action"] == "promoted"
+    })
+    .await;
+    sim.post_ok(
+        &format!("/groups/{gid}/join-requests"),
+        json!({"phone_number": "6285500000003"}),
+    )
+    .await;
+    event_of(&server, "a", "group.join_request", |d| d["group"] == gid).await;
+    server
+        .api()
+        .delete_json(
+            &format!("/sessions/b/groups/{gid}/participants"),
+            &json!({"participants": [me]}),
+        )
+        .await
+        .expect(200);
+    event_of(&server, "a", "group.left", |d| d["group"] == gid).await;
+
+    let pulled = all_events(&server, "a").await;
+    let mut types: Vec<&str> = pulled.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    types.sort();
+    types.dedup();
+    assert_eq!(
+        types,
+        [
+            "group.join_request",
+            "group.joined",
+            "group.left",
+            "group.participants",
+            "group.updated",
+            "message.ack",
+            "message.received",
+            "message.sent",
+            "session.status",
+        ]
+    );
+    // SSE: the same envelopes, byte for byte as JSON values, in the same order.
+    let response = server
+        .client()
+        .get(server.url("/api/v1/sessions/a/events/stream"))
+        .bearer_auth(server.api_token())
+        .send()
+        .await
+        .unwrap();
+    let (streamed, _) = sse_events(response, pulled.len()).await;
+    for ((seq, kind, envelope), pulled) in streamed.iter().zip(&pulled) {
+        assert_eq!(envelope, pulled);
+        assert_eq!(envelope["seq"], *seq);
+        assert_eq!(envelope["type"], kind.as_str());
+    }
+    // Webhook: every one of them, signed, in order, with the same bytes.
+    let all = wait_until(WAIT, || async { receiver.accepted().len() >= pulled.len() }).await;
+    assert!(
+        all,
+        "{} of {} delivered",
+        receiver.accepted().len(),
+        pulled.len()
+    );
+    let verifier = standardwebhooks::Webhook::new(&secret).unwrap();
+    for (delivery, pulled) in receiver.accepted().iter().zip(&pulled) {
+        verifier.verify(&delivery.body, &delivery.headers).unwrap();
+        assert_eq!(&delivery.json(), pulled);
+    }
 }

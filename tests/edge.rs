@@ -271,3 +271,52 @@ async fn past_the_connection_cap_new_clients_are_served_once_idle_ones_close() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_idle_keep_alive_connection_outlives_the_header_timeout_until_keep_alive() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let srv = TestServer::builder()
+        .in_process()
+        .env("WAGATE_HTTP_HEADER_TIMEOUT", "1s")
+        .env("WAGATE_HTTP_KEEP_ALIVE", "3s")
+        .start()
+        .await;
+    let request = b"GET /health HTTP/1.1\r\nHost: wagate\r\n\r\n";
+    let mut conn = raw(&srv).await;
+    let mut buf = vec![0u8; 4096];
+    conn.write_all(request).await.unwrap();
+    let n = conn.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    // Idle for twice the header timeout: still open, and serves the next request.
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    conn.write_all(request).await.unwrap();
+    let n = conn.read(&mut buf).await.unwrap();
+    assert!(
+        String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"),
+        "the idle connection was closed before keep-alive"
+    );
+    // Idle past keep-alive: closed.
+    let started = std::time::Instant::now();
+    assert!(
+        read_until_closed(&mut conn, Duration::from_secs(6))
+            .await
+            .is_some(),
+        "an idle connection outlived keep-alive"
+    );
+    assert!(started.elapsed() >= Duration::from_millis(2500));
+    // A request that stops halfway is still cut at the header timeout.
+    let mut slow = raw(&srv).await;
+    slow.write_all(request).await.unwrap();
+    let _ = slow.read(&mut buf).await.unwrap();
+    slow.write_all(b"GET /health HTTP/1.1\r\n").await.unwrap();
+    let started = std::time::Instant::now();
+    assert!(
+        read_until_closed(&mut slow, Duration::from_secs(5))
+            .await
+            .is_some()
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(2500),
+        "cut at the header timeout"
+    );
+}

@@ -201,6 +201,20 @@ async fn expired_events_answer_410_and_seq_never_restarts() {
         .start()
         .await;
     srv.create_session("a", "A").await;
+    // A webhook whose receiver never accepts: its events expire undelivered.
+    let receiver = common::receiver::Receiver::start().await;
+    receiver.answer_by_default(common::receiver::Answer::Status(503));
+    let hook = srv
+        .api()
+        .post_json(
+            "/webhooks",
+            &json!({"url": receiver.url("/"), "sessions": ["a"]}),
+        )
+        .await
+        .expect(201)["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     srv.api().post("/sessions/a/disconnect").await.expect(200);
     let head = wait_for(std::time::Duration::from_secs(10), || async {
         let page = srv.api().get("/sessions/a/events").await.expect(200);
@@ -218,8 +232,20 @@ async fn expired_events_answer_410_and_seq_never_restarts() {
         .await
         .expect_error(410, "events_expired");
     assert!(message.contains(&format!("{}", head + 1)), "{message}");
+    let expired = wait_for(std::time::Duration::from_secs(10), || async {
+        let v = srv
+            .api()
+            .get(&format!("/webhooks/{hook}"))
+            .await
+            .expect(200);
+        let d = v["deliveries"][0].clone();
+        (d["expired"].as_u64().unwrap_or(0) > 0).then_some(d)
+    })
+    .await
+    .expect("the webhook counts the events that expired undelivered");
+    assert_eq!(expired["pending"], 0, "{expired}");
     srv.api()
-        .get(&format!("/sessions/a/events/stream?after=0"))
+        .get("/sessions/a/events/stream?after=0")
         .await
         .expect_error(410, "events_expired");
     // Reading from where retention stopped works, and new events continue the count.

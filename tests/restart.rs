@@ -49,14 +49,19 @@ fn identity(s: &Value) -> (Value, Value, Value) {
 async fn wait_for_session_subtree(srv: &TestServer, id: &str) -> Value {
     let name = format!("session:{id}");
     let node = wait_for(WAIT, || async {
-        srv.tree_node(&name)
-            .await
-            .filter(|n| child_names(n) == [format!("{name}/groups"), format!("{name}/invites")])
+        srv.tree_node(&name).await.filter(|n| {
+            child_names(n)
+                == [
+                    format!("{name}/events"),
+                    format!("{name}/groups"),
+                    format!("{name}/invites"),
+                ]
+        })
     })
     .await;
     node.unwrap_or_else(|| {
         panic!(
-            "{name} with groups and invites children never appeared\n{}",
+            "{name} with events, groups and invites children never appeared\n{}",
             srv.output()
         )
     })
@@ -119,7 +124,8 @@ async fn sessions_survive_kill9_with_same_identity_and_wanted_state() {
         );
     }
 
-    // The actor tree is rebuilt: every session with its groups and invites.
+    // The actor tree is rebuilt: every session with its events, groups and invites, and the
+    // webhook deliveries.
     for (id, _) in ids {
         wait_for_session_subtree(&srv, id).await;
     }
@@ -128,7 +134,7 @@ async fn sessions_survive_kill9_with_same_identity_and_wanted_state() {
     assert_eq!(root["name"], "supervisor");
     assert_eq!(
         child_names(root),
-        ["session:east", "session:north", "session:south"],
+        ["session:east", "session:north", "session:south", "webhooks"],
         "{tree}"
     );
 }

@@ -190,7 +190,7 @@ async fn crashed_session_actor_restarts_with_its_children() {
     let a = find_node(&tree["actors"][0], "session:a").unwrap();
     assert_eq!(
         child_names(&a),
-        ["session:a/groups", "session:a/invites"],
+        ["session:a/events", "session:a/groups", "session:a/invites"],
         "{a}"
     );
     let b = find_node(&tree["actors"][0], "session:b").unwrap();

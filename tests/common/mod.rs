@@ -341,6 +341,17 @@ impl Api {
     pub async fn delete(&self, path: &str) -> Reply {
         self.call(Method::DELETE, path).await
     }
+
+    /// PUT with a JSON body.
+    pub async fn put_json(&self, path: &str, body: &Value) -> Reply {
+        self.send(self.request(Method::PUT, path).json(body)).await
+    }
+
+    /// DELETE with a JSON body.
+    pub async fn delete_json(&self, path: &str, body: &Value) -> Reply {
+        self.send(self.request(Method::DELETE, path).json(body))
+            .await
+    }
 }
 
 // ---------------------------------------------------------------------------

@@ -189,6 +189,7 @@ where
                 kill: kill_tx.clone(),
                 noise_pub: est.client_static,
                 state: ConnState::Closing,
+                active: false,
             },
         );
         id

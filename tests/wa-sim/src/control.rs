@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 use wacore_binary::builder::NodeBuilder;
 
 use crate::pairing::LinkError;
+use crate::phone::{Content, MediaKind, SendError};
 use crate::world::{ConnState, IqErrorFault, Sim};
 
 /// An HTTP status and JSON body.
@@ -72,6 +73,10 @@ pub async fn handle(sim: &Arc<Sim>, method: &str, path: &str, body: &[u8]) -> Re
         ("POST", ["accounts", phone, "unlink"]) => unlink(sim, phone, body),
         ("GET", ["accounts", phone, "messages"]) => inbox(sim, phone),
         ("POST", ["accounts", phone, "send"]) => send(sim, phone, body).await,
+        ("POST", ["accounts", phone, "receipts"]) => receipts(sim, phone, body),
+        ("GET", ["accounts", phone, "devices", device, "messages"]) => {
+            device_messages(sim, phone, device)
+        }
         ("POST", ["faults"]) => add_fault(sim, body),
         ("DELETE", ["faults"]) => {
             sim.world().faults = Default::default();
@@ -84,6 +89,8 @@ pub async fn handle(sim: &Arc<Sim>, method: &str, path: &str, body: &[u8]) -> Re
         ("GET", ["groups", jid]) => crate::groups::get_json(sim, jid)
             .map(ok)
             .ok_or_else(|| error(404, "not_found", format!("no group {jid}"))),
+        ("POST", ["groups", jid, "join-requests"]) => add_join_request(sim, jid, body),
+        ("DELETE", ["groups", jid, "join-requests", phone]) => remove_join_request(sim, jid, phone),
         (
             _,
             [
@@ -218,19 +225,224 @@ fn inbox(sim: &Arc<Sim>, phone: &str) -> Result<Reply, Reply> {
     ))
 }
 
+/// `POST /accounts/{phone}/send`: every kind's fields side by side; `kind` picks which
+/// of them are read.
 #[derive(Deserialize)]
 struct Send {
     to: String,
-    text: String,
+    kind: Option<String>,
+    text: Option<String>,
+    quoted_id: Option<String>,
+    mimetype: Option<String>,
+    size: Option<u64>,
+    caption: Option<String>,
+    file_name: Option<String>,
+    latitude: Option<f64>,
+    longitude: Option<f64>,
+    name: Option<String>,
+    display_name: Option<String>,
+    vcard: Option<String>,
+    message_id: Option<String>,
+    emoji: Option<String>,
+}
+
+fn required<T>(value: Option<T>, kind: &str, field: &str) -> Result<T, Reply> {
+    value.ok_or_else(|| {
+        error(
+            400,
+            "bad_request",
+            format!("a {kind} message needs \"{field}\""),
+        )
+    })
+}
+
+impl Send {
+    fn content(self) -> Result<Content, Reply> {
+        let kind = self.kind.unwrap_or_else(|| "text".into());
+        let content = match kind.as_str() {
+            "text" => Content::Text {
+                text: required(self.text, &kind, "text")?,
+                quoted_id: self.quoted_id,
+            },
+            "location" => Content::Location {
+                latitude: required(self.latitude, &kind, "latitude")?,
+                longitude: required(self.longitude, &kind, "longitude")?,
+                name: self.name,
+            },
+            "contact" => Content::Contact {
+                display_name: required(self.display_name, &kind, "display_name")?,
+                vcard: required(self.vcard, &kind, "vcard")?,
+            },
+            "reaction" => Content::Reaction {
+                message_id: required(self.message_id, &kind, "message_id")?,
+                emoji: required(self.emoji, &kind, "emoji")?,
+            },
+            other => match MediaKind::parse(other) {
+                Some(media) => Content::Media {
+                    kind: media,
+                    mimetype: self.mimetype,
+                    size: self.size,
+                    caption: self.caption,
+                    file_name: self.file_name,
+                },
+                None => {
+                    return Err(error(
+                        400,
+                        "bad_request",
+                        format!(
+                            "unknown kind {other:?}; use text, image, video, audio, document, sticker, location, contact or reaction"
+                        ),
+                    ));
+                }
+            },
+        };
+        Ok(content)
+    }
+}
+
+fn send_error(e: SendError) -> Reply {
+    match e {
+        SendError::NotFound(m) => error(404, "not_found", m),
+        SendError::Failed(m) => error(500, "internal", m),
+    }
 }
 
 async fn send(sim: &Arc<Sim>, phone: &str, body: &[u8]) -> Result<Reply, Reply> {
     let req: Send = parse(body)?;
-    match crate::phone::send_text(sim, phone, &req.to, &req.text).await {
-        Ok(id) => Ok(ok(json!({ "id": id }))),
-        Err(crate::phone::SendError::NotFound(m)) => Err(error(404, "not_found", m)),
-        Err(crate::phone::SendError::Failed(m)) => Err(error(500, "internal", m)),
+    let to = req.to.clone();
+    let content = req.content()?;
+    let message = crate::phone::compose(sim, phone, &to, content).map_err(send_error)?;
+    let id = crate::phone::send(sim, phone, &to, message)
+        .await
+        .map_err(send_error)?;
+    Ok(ok(json!({ "id": id })))
+}
+
+#[derive(Deserialize)]
+struct Receipts {
+    to: String,
+    ids: Vec<String>,
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    chat: Option<String>,
+}
+
+/// `phone`'s phone acknowledges messages it got from `to`: the `<receipt>` WhatsApp hands
+/// every companion of `to` (queued for offline ones).
+fn receipts(sim: &Arc<Sim>, phone: &str, body: &[u8]) -> Result<Reply, Reply> {
+    let req: Receipts = parse(body)?;
+    let kind = match req.kind.as_deref().unwrap_or("delivered") {
+        "delivered" | "delivery" => None,
+        "read" => Some("read"),
+        "played" => Some("played"),
+        other => {
+            return Err(error(
+                400,
+                "bad_request",
+                format!("unknown receipt type {other:?}; use delivered, read or played"),
+            ));
+        }
+    };
+    let Some((first, rest)) = req.ids.split_first() else {
+        return Err(error(
+            400,
+            "bad_request",
+            "ids must name at least one message",
+        ));
+    };
+    let mut world = sim.world();
+    if !world.accounts.contains_key(phone) {
+        return Err(error(404, "not_found", format!("no account {phone}")));
     }
+    let to_user = req.to.split('@').next().unwrap_or(&req.to);
+    let to_user = to_user.split(':').next().unwrap_or(to_user);
+    let to = world
+        .resolve_user(to_user, req.to.ends_with("@lid"))
+        .ok_or_else(|| error(404, "not_found", format!("no account {}", req.to)))?;
+    let phone_jid = format!("{phone}@s.whatsapp.net");
+    let mut receipt = NodeBuilder::new("receipt")
+        .attr("id", first.clone())
+        .attr("t", crate::signal::now_secs().to_string());
+    match &req.chat {
+        Some(chat) => {
+            let gid = chat.split('@').next().unwrap_or(chat);
+            if !world.groups.contains_key(gid) {
+                return Err(error(404, "not_found", format!("no group {chat}")));
+            }
+            receipt = receipt
+                .attr("from", format!("{gid}@g.us"))
+                .attr("participant", phone_jid);
+        }
+        None => receipt = receipt.attr("from", phone_jid),
+    }
+    if let Some(kind) = kind {
+        receipt = receipt.attr("type", kind);
+    }
+    if !rest.is_empty() {
+        let items = rest
+            .iter()
+            .map(|id| NodeBuilder::new("item").attr("id", id.clone()).build());
+        receipt = receipt.children([NodeBuilder::new("list").children(items).build()]);
+    }
+    let receipt = receipt.build();
+    let devices: Vec<u16> = world
+        .accounts
+        .get(&to)
+        .map(|a| a.devices.keys().copied().collect())
+        .unwrap_or_default();
+    for device in devices {
+        world.deliver(&to, device, receipt.clone());
+    }
+    tracing::info!(from = phone, to = %to, ids = req.ids.len(), ?kind, "phone sent receipts");
+    Ok(ok(json!({ "success": true })))
+}
+
+/// What one companion device was given and acknowledged.
+fn device_messages(sim: &Arc<Sim>, phone: &str, device: &str) -> Result<Reply, Reply> {
+    let world = sim.world();
+    let account = world
+        .accounts
+        .get(phone)
+        .ok_or_else(|| error(404, "not_found", format!("no account {phone}")))?;
+    let d = device
+        .parse::<u16>()
+        .ok()
+        .and_then(|d| account.devices.get(&d))
+        .ok_or_else(|| error(404, "not_found", format!("{phone} has no device {device}")))?;
+    let unacked: Vec<&str> = d.unacked.iter().map(|u| u.id.as_str()).collect();
+    Ok(ok(json!({ "unacked": unacked, "acked": d.acked })))
+}
+
+#[derive(Deserialize)]
+struct JoinRequest {
+    phone_number: String,
+}
+
+fn join_request_reply(result: Result<(), crate::groups::JoinRequestError>) -> Result<Reply, Reply> {
+    use crate::groups::JoinRequestError as E;
+    match result {
+        Ok(()) => Ok(ok(json!({ "success": true }))),
+        Err(E::NotFound(m)) => Err(error(404, "not_found", m)),
+        Err(E::Conflict(m)) => Err(error(409, "conflict", m)),
+    }
+}
+
+fn add_join_request(sim: &Arc<Sim>, jid: &str, body: &[u8]) -> Result<Reply, Reply> {
+    let req: JoinRequest = parse(body)?;
+    valid_phone(&req.phone_number)?;
+    join_request_reply(crate::groups::add_join_request(
+        &mut sim.world(),
+        jid,
+        &req.phone_number,
+    ))
+}
+
+fn remove_join_request(sim: &Arc<Sim>, jid: &str, phone: &str) -> Result<Reply, Reply> {
+    join_request_reply(crate::groups::revoke_join_request(
+        &mut sim.world(),
+        jid,
+        phone,
+    ))
 }
 
 #[derive(Deserialize)]

@@ -28,8 +28,10 @@ pub async fn handle_node(ctx: &Ctx, node: Node) -> Verdict {
         "receipt" => crate::messages::on_receipt(ctx, &node),
         "presence" => crate::presence::on_presence(ctx, &node),
         "chatstate" => crate::presence::on_chatstate(ctx, &node),
-        // Acks and offline-batch requests want no answer from WhatsApp either.
-        "ack" | "ib" | "notification" => {}
+        // Acks settle what the device was given; they and offline-batch requests want
+        // no answer from WhatsApp.
+        "ack" => crate::messages::on_ack(ctx, &node),
+        "ib" | "notification" => {}
         _ => return refuse(ctx, &node, "unknown stanza"),
     }
     Verdict::Continue

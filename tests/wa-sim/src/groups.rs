@@ -1,6 +1,6 @@
 //! Groups: the `w:g2` IQs (create, query, participating, subject, description, leave,
-//! add/remove/promote/demote, invites, settings), the `w:gp2` notifications they cause, and
-//! fan-out of group messages to member devices. Refuses what WhatsApp refuses: non-admin
+//! add/remove/promote/demote, invites, settings, join requests), the `w:gp2` notifications
+//! they cause, and fan-out of group messages to member devices. Refuses what WhatsApp refuses: non-admin
 //! changes (403), unknown groups (404), description edits with a stale `prev` (409).
 
 use std::collections::BTreeMap;
@@ -63,7 +63,8 @@ pub struct Group {
     pub member_add_mode: String,
     pub member_link_mode: String,
     pub invite_code: String,
-    pub pending_requests: Vec<String>,
+    /// Pending join requests: (phone, request time), oldest first.
+    pub pending_requests: Vec<(String, u64)>,
     /// Former members who left or were removed (for notifications only).
     pub notification_seq: u64,
 }
@@ -181,6 +182,11 @@ impl Group {
             "membership_approval": self.approval,
             "member_add_mode": self.member_add_mode,
             "invite_code": self.invite_code,
+            "join_requests": self.pending_requests.iter().map(|(p, t)| json!({
+                "jid": pn(p),
+                "phone_number": p,
+                "request_time": t,
+            })).collect::<Vec<_>>(),
         })
     }
 }
@@ -222,6 +228,21 @@ fn participant_phones(world: &World, action: &Node) -> Vec<(String, Option<Strin
 /// Sends a `w:gp2` notification about `group` to every member device except the actor's
 /// own device, plus any `extra` accounts (e.g. people who were just removed).
 fn notify(world: &mut World, gid: &str, actor: (&str, u16), action: Node, extra: &[String]) {
+    let Some(group) = world.groups.get(gid) else {
+        return;
+    };
+    let mut phones: Vec<String> = group.participants.iter().map(|(p, _)| p.clone()).collect();
+    for p in extra {
+        if !phones.contains(p) {
+            phones.push(p.clone());
+        }
+    }
+    notify_to(world, gid, actor, action, phones);
+}
+
+/// Sends a `w:gp2` notification about `group` to the devices of `phones` only (except the
+/// actor's own device): admin-only news such as join requests.
+fn notify_to(world: &mut World, gid: &str, actor: (&str, u16), action: Node, phones: Vec<String>) {
     let Some(group) = world.groups.get_mut(gid) else {
         return;
     };
@@ -231,12 +252,6 @@ fn notify(world: &mut World, gid: &str, actor: (&str, u16), action: Node, extra:
         group.id.len(),
         group.notification_seq * 7 + now_secs() % 1000
     );
-    let mut phones: Vec<String> = group.participants.iter().map(|(p, _)| p.clone()).collect();
-    for p in extra {
-        if !phones.contains(p) {
-            phones.push(p.clone());
-        }
-    }
     let notify_name = world
         .accounts
         .get(actor.0)
@@ -467,9 +482,7 @@ fn join(world: &mut World, phone: &str, device: u16, code: &str) -> IqReply {
         return Err(Some((304, "already-exists")));
     }
     if group.approval {
-        if !group.pending_requests.iter().any(|p| p == phone) {
-            group.pending_requests.push(phone.to_string());
-        }
+        request_to_join(world, &gid, (phone, device));
         return Ok(vec![
             NodeBuilder::new("membership_approval_request")
                 .attr("jid", format!("{gid}@g.us"))
@@ -591,7 +604,7 @@ fn on_group(
             if let Some(group) = world.groups.get_mut(gid) {
                 for p in &added {
                     group.participants.push((p.clone(), Role::Member));
-                    group.pending_requests.retain(|r| r != p);
+                    group.pending_requests.retain(|(r, _)| r != p);
                 }
             }
             if !added.is_empty() {
@@ -678,6 +691,82 @@ fn on_group(
                 );
             }
             Ok(vec![NodeBuilder::new(tag).children(results).build()])
+        }
+        "membership_approval_requests" => {
+            if !is_admin {
+                return Err(FORBIDDEN);
+            }
+            let requests = group.pending_requests.iter().map(|(p, t)| {
+                NodeBuilder::new("membership_approval_request")
+                    .attr("jid", pn(p))
+                    .attr("request_time", t.to_string())
+                    .build()
+            });
+            Ok(vec![
+                NodeBuilder::new("membership_approval_requests")
+                    .children(requests)
+                    .build(),
+            ])
+        }
+        "membership_requests_action" if is_set => {
+            if !is_admin {
+                return Err(FORBIDDEN);
+            }
+            let Some(decision) = children(action)
+                .iter()
+                .find(|c| c.tag == "approve" || c.tag == "reject")
+            else {
+                return Err(Some((400, "bad-request")));
+            };
+            let approve = decision.tag == "approve";
+            let mut results = Vec::new();
+            let mut settled = Vec::new();
+            for (jid, target) in participant_phones(world, decision) {
+                let mut b = NodeBuilder::new("participant").attr("jid", jid);
+                match target {
+                    Some(t) if group.pending_requests.iter().any(|(p, _)| *p == t) => {
+                        settled.push(t)
+                    }
+                    _ => b = b.attr("error", "404"),
+                }
+                results.push(b.build());
+            }
+            let admins = admins(group);
+            if let Some(group) = world.groups.get_mut(gid) {
+                group.pending_requests.retain(|(p, _)| !settled.contains(p));
+                if approve {
+                    for p in &settled {
+                        group.participants.push((p.clone(), Role::Member));
+                    }
+                }
+            }
+            if !settled.is_empty() {
+                if approve {
+                    notify(
+                        world,
+                        gid,
+                        (phone, device),
+                        participants_action("add", &settled, None),
+                        &[],
+                    );
+                } else {
+                    let mut recipients = admins;
+                    recipients.extend(settled.iter().cloned());
+                    notify_to(
+                        world,
+                        gid,
+                        (phone, device),
+                        participants_action("revoked_membership_requests", &settled, None),
+                        recipients,
+                    );
+                }
+            }
+            let tag = if approve { "approve" } else { "reject" };
+            Ok(vec![
+                NodeBuilder::new("membership_requests_action")
+                    .children([NodeBuilder::new(tag).children(results).build()])
+                    .build(),
+            ])
         }
         "invite" => {
             if !is_admin && group.member_link_mode == "admin_link" {
@@ -877,6 +966,99 @@ async fn deliver_to_phone(
     let own = own.unwrap_or(empty);
     let sk = skmsg.as_ref().map(|s| (chat, s.bytes.as_slice()));
     phone_receive(sim, member, sender, sender_device, chat, id, &own, sk).await;
+}
+
+fn admins(group: &Group) -> Vec<String> {
+    group
+        .participants
+        .iter()
+        .filter(|(_, r)| r.is_admin())
+        .map(|(p, _)| p.clone())
+        .collect()
+}
+
+/// Records `requester`'s pending request to join `gid` and tells the admins
+/// (`<created_membership_requests>`). A request already pending changes nothing.
+fn request_to_join(world: &mut World, gid: &str, requester: (&str, u16)) {
+    let Some(group) = world.groups.get_mut(gid) else {
+        return;
+    };
+    let phone = requester.0;
+    if group.pending_requests.iter().any(|(p, _)| p == phone) {
+        return;
+    }
+    group.pending_requests.push((phone.to_string(), now_secs()));
+    let admins = admins(group);
+    let action = NodeBuilder::new("created_membership_requests")
+        .attr("request_method", "invite_link")
+        .children([NodeBuilder::new("requested_user")
+            .attr("jid", pn(phone))
+            .build()])
+        .build();
+    notify_to(world, gid, requester, action, admins);
+    tracing::info!(group = %gid, requester = phone, "join request recorded");
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum JoinRequestError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+}
+
+/// `POST /control/groups/{jid}/join-requests`: `phone` asks to join (from its phone).
+pub fn add_join_request(world: &mut World, jid: &str, phone: &str) -> Result<(), JoinRequestError> {
+    let gid = jid.split('@').next().unwrap_or(jid);
+    let group = world
+        .groups
+        .get(gid)
+        .ok_or_else(|| JoinRequestError::NotFound(format!("no group {jid}")))?;
+    if !world.accounts.contains_key(phone) {
+        return Err(JoinRequestError::NotFound(format!(
+            "{phone} is not on WhatsApp"
+        )));
+    }
+    if group.role(phone).is_some() {
+        return Err(JoinRequestError::Conflict(format!(
+            "{phone} is already in group {gid}"
+        )));
+    }
+    let gid = gid.to_string();
+    request_to_join(world, &gid, (phone, 0));
+    Ok(())
+}
+
+/// `DELETE /control/groups/{jid}/join-requests/{phone}`: the requester withdraws; the
+/// admins (and the requester's own devices) get `<revoked_membership_requests>`.
+pub fn revoke_join_request(
+    world: &mut World,
+    jid: &str,
+    phone: &str,
+) -> Result<(), JoinRequestError> {
+    let gid = jid.split('@').next().unwrap_or(jid).to_string();
+    let group = world
+        .groups
+        .get_mut(&gid)
+        .ok_or_else(|| JoinRequestError::NotFound(format!("no group {jid}")))?;
+    let before = group.pending_requests.len();
+    group.pending_requests.retain(|(p, _)| p != phone);
+    if group.pending_requests.len() == before {
+        return Err(JoinRequestError::NotFound(format!(
+            "{phone} has no pending request to join {gid}"
+        )));
+    }
+    let mut recipients = admins(group);
+    recipients.push(phone.to_string());
+    notify_to(
+        world,
+        &gid,
+        (phone, 0),
+        participants_action("revoked_membership_requests", &[phone.to_string()], None),
+        recipients,
+    );
+    tracing::info!(group = %gid, requester = phone, "join request revoked");
+    Ok(())
 }
 
 /// `GET /control/groups`.

@@ -96,8 +96,9 @@ fn passive(ctx: &Ctx, node: &Node, first: &str) -> bool {
             let Some((phone, device)) = ctx.device() else {
                 return true;
             };
-            let (queued, share) = {
+            let share = {
                 let mut world = ctx.sim.world();
+                world.drain_offline(ctx.conn_id, &phone, device);
                 match world
                     .accounts
                     .get_mut(&phone)
@@ -106,25 +107,11 @@ fn passive(ctx: &Ctx, node: &Node, first: &str) -> bool {
                     Some(d) => {
                         let share = d.needs_key_share || d.reshare_keys_on_login;
                         d.needs_key_share = false;
-                        (std::mem::take(&mut d.offline_queue), share)
+                        share
                     }
-                    None => (Vec::new(), false),
+                    None => false,
                 }
             };
-            let count = queued.len();
-            for mut stanza in queued {
-                // Stanzas held while the device was away are marked as offline deliveries.
-                stanza.attrs.insert("offline", "1");
-                ctx.send(stanza);
-            }
-            ctx.send(
-                NodeBuilder::new("ib")
-                    .attr("from", "s.whatsapp.net")
-                    .children([NodeBuilder::new("offline")
-                        .attr("count", count.to_string())
-                        .build()])
-                    .build(),
-            );
             if share {
                 let sim = ctx.sim.clone();
                 tokio::spawn(async move {

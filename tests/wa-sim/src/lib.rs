@@ -33,14 +33,38 @@
 //! | `POST /control/accounts` `{"phone_number"?, "push_name"?}` | 201 `{"phone_number","jid","push_name"}`: a sim-only user; 409 if it exists |
 //! | `GET /control/accounts/{phone}` | `{"phone_number","lid","push_name","sim_only","devices":[{"device","jid","connected"}]}` |
 //! | `POST /control/accounts/{phone}/unlink` `{"device"?}` | `{"unlinked":[..]}`; live sockets get `<stream:error code="401"><conflict type="device_removed"/>` |
-//! | `POST /control/accounts/{phone}/send` `{"to","text"}` | `{"id"}`: that account's phone sends a text to a number/JID or a group it is in |
+//! | `POST /control/accounts/{phone}/send` `{"to","kind"?,…}` | `{"id"}`: that account's phone sends a message to a number/JID or a group it is in (see below); 400 for a missing field or unknown kind, 404 for an unknown sender/recipient/group |
+//! | `POST /control/accounts/{phone}/receipts` `{"to","ids":[..],"type"?:"delivered"\|"read"\|"played","chat"?}` | `{"success":true}`: that account's phone acknowledges messages from `to` (a number or JID); every device of `to` gets the `<receipt>` (live or queued); `chat` (a group JID) makes it a group receipt; 404 for an unknown account or group |
+//! | `GET /control/accounts/{phone}/devices/{device}/messages` | `{"unacked":["id",..],"acked":["id",..]}`: messages the companion holds unacknowledged (arrival order) and those it acknowledged (ack order, each once) |
 //! | `GET /control/accounts/{phone}/messages` | `[{"from","chat","id","text","t"}]` received and decrypted by that account's phone (device 0) |
 //! | `POST /control/faults` | `{"kind":"drop_socket","phone_number","device"?}`, `{"kind":"stall","duration_ms","phone_number"?}`, `{"kind":"iq_error","xmlns","code","text"?,"count"?}`, `{"kind":"stream_error","phone_number","device"?,"error":"conflict"\|"replaced"\|"device_removed"\|"<code>"}` -> `{"success":true,"affected"?}` |
 //! | `DELETE /control/faults` | clears every fault |
-//! | `GET /control/stats` | `{"connections","active_connections","handshakes","logins","pairings","unlinks","iqs":{"xmlns/child":n},"unknown_iqs","messages_routed","group_queries":{"gid@g.us":n}}` |
-//! | `GET /control/groups`, `GET /control/groups/{jid}` | group snapshots (subject, participants with roles, settings, invite code) |
+//! | `GET /control/stats` | `{"connections","active_connections","handshakes","logins","pairings","unlinks","iqs":{"xmlns/child":n},"unknown_iqs","messages_routed","messages_acked","group_queries":{"gid@g.us":n}}` |
+//! | `GET /control/groups`, `GET /control/groups/{jid}` | group snapshots (subject, participants with roles, settings, invite code, `"join_requests":[{"jid","phone_number","request_time"}]`) |
+//! | `POST /control/groups/{jid}/join-requests` `{"phone_number"}` | `{"success":true}`: that account asks to join; admins' devices get `<created_membership_requests>`; 404 for an unknown group/account, 409 for a member |
+//! | `DELETE /control/groups/{jid}/join-requests/{phone}` | `{"success":true}`: the request is withdrawn; admins (and the requester) get `<revoked_membership_requests>`; 404 when none is pending |
 //!
 //! Errors are `{"error":"<code>","message":"…"}` with a 4xx status.
+//!
+//! `send` kinds (`kind` defaults to `text`):
+//! - `text`: `"text"`, `"quoted_id"`? (then an `extendedTextMessage` quoting that id)
+//! - `image`, `video`, `audio`, `document`, `sticker`: `"mimetype"`?, `"size"`? (bytes),
+//!   `"caption"`? (image, video, document), `"file_name"`? (document); the upload fields
+//!   are plausible dummies nobody can download
+//! - `location`: `"latitude"`, `"longitude"`, `"name"`?
+//! - `contact`: `"display_name"`, `"vcard"`
+//! - `reaction`: `"message_id"` (a message in the same chat), `"emoji"`
+//!
+//! The stanza `type` is `text`, `media` (with `mediatype` on the `<enc>`) or `reaction`.
+//!
+//! # Delivery
+//!
+//! Every `<message>` handed to a companion stays unacked until that device sends a
+//! delivery-type receipt (none, `inactive`, `sender`, `peer_msg`, `read`, `played`) or an
+//! `<ack class="message">` naming it. A connection gets nothing queued before it sends
+//! `<active/>`; then the sim writes every unacked message not yet written to that
+//! connection, then the other queued stanzas, all with `offline="1"` in arrival order,
+//! then `<ib><offline count/></ib>`.
 
 mod conn;
 mod control;

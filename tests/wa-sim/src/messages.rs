@@ -245,13 +245,70 @@ fn text_of(message: &wa::Message) -> Option<String> {
         .and_then(|m| m.text.clone())
 }
 
-/// Forwards a client's `<receipt>` to the original sender and acks it.
+/// A client's `<ack class="message">` (sent for a message that gets no delivery receipt,
+/// or a rejection with `error`): WhatsApp drops the message from the device's queue.
+pub fn on_ack(ctx: &Ctx, node: &Node) {
+    if attr(node, "class").as_deref() != Some("message") {
+        return;
+    }
+    let (Some((phone, device)), Some(id), Some(to)) =
+        (ctx.device(), attr(node, "id"), attr(node, "to"))
+    else {
+        return;
+    };
+    let participant = attr(node, "participant");
+    let acked = ctx.sim.world().ack_messages(
+        &phone,
+        device,
+        &to,
+        participant.as_deref(),
+        std::slice::from_ref(&id),
+    );
+    tracing::debug!(phone = %phone, device, id, acked, "message ack");
+}
+
+/// Receipt types by which a device confirms it has a message: a delivery receipt in any
+/// of its forms, or a read/played receipt (which implies delivery). Retry receipts and
+/// error reports are not: the message is still owed.
+fn confirms_delivery(kind: Option<&str>) -> bool {
+    matches!(
+        kind,
+        None | Some(
+            "inactive" | "sender" | "peer_msg" | "read" | "read-self" | "played" | "played-self"
+        )
+    )
+}
+
+/// The message ids a receipt covers: its `id` plus `<list><item id/></list>`.
+fn receipt_ids(node: &Node) -> Vec<String> {
+    let mut ids: Vec<String> = attr(node, "id").into_iter().collect();
+    if let Some(list) = child(node, "list") {
+        ids.extend(
+            list.get_children_by_tag("item")
+                .filter_map(|i| attr(i, "id")),
+        );
+    }
+    ids
+}
+
+/// Forwards a client's `<receipt>` to the original sender and acks it. A delivery-type
+/// receipt also acknowledges the messages it names, as WhatsApp's offline queue treats it.
 pub fn on_receipt(ctx: &Ctx, node: &Node) {
     let Some((phone, device)) = ctx.device() else {
         return;
     };
     let id = attr(node, "id").unwrap_or_default();
     let to = attr(node, "to").unwrap_or_default();
+    if confirms_delivery(attr(node, "type").as_deref()) && !to.is_empty() {
+        let participant = attr(node, "participant");
+        ctx.sim.world().ack_messages(
+            &phone,
+            device,
+            &to,
+            participant.as_deref(),
+            &receipt_ids(node),
+        );
+    }
     let mut ack = NodeBuilder::new("ack")
         .attr("class", "receipt")
         .attr("id", id.clone())

@@ -236,6 +236,8 @@ pub fn link_device(
             needs_key_share: sim.key_share,
             reshare_keys_on_login: sim.key_share && registration.push_name.is_empty(),
             offline_queue: Vec::new(),
+            unacked: Vec::new(),
+            acked: Vec::new(),
             logins: 0,
         },
     );

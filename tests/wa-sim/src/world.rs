@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot, watch};
+use wacore_binary::builder::NodeBuilder;
 use wacore_binary::node::Node;
 use wacore_libsignal::protocol::KeyPair;
 
@@ -48,9 +49,28 @@ pub struct Device {
     /// The client has no push name, so every login takes its slow initial-sync path;
     /// the primary re-shares its key each time to keep that path short.
     pub reshare_keys_on_login: bool,
-    /// Stanzas that arrived while the device was offline, delivered at its next login.
+    /// Stanzas other than messages that arrived while the device was offline, delivered at
+    /// its next login (after the unacked messages).
     pub offline_queue: Vec<Node>,
+    /// Messages the device has not acknowledged yet, in arrival order. WhatsApp keeps a
+    /// message until the device acks it and replays it on every new connection.
+    pub unacked: Vec<Unacked>,
+    /// Ids of the messages this device acknowledged, in ack order.
+    pub acked: Vec<String>,
     pub logins: u64,
+}
+
+/// A `<message>` held for a companion until it acks it. `from` and `participant` are
+/// normalised ([`World::ack_party`]) so an ack naming the sender by device JID or LID still
+/// matches.
+#[derive(Debug)]
+pub struct Unacked {
+    pub id: String,
+    pub from: String,
+    pub participant: Option<String>,
+    pub node: Node,
+    /// The connection it was last written to: it is sent again only on a newer one.
+    pub sent_on: Option<u64>,
 }
 
 /// A message a simulated phone received and decrypted.
@@ -82,6 +102,8 @@ pub struct Account {
     pub removed: BTreeMap<u16, [u8; 32]>,
     /// Messages the primary phone received (decrypted).
     pub inbox: Vec<InboxMessage>,
+    /// Ids of the messages the primary phone sent (for quotes and reactions that name them).
+    pub sent: Vec<String>,
     pub key_index_ts: u64,
     /// The app-state sync key the primary shares with its companions.
     pub app_state_key_id: Vec<u8>,
@@ -124,6 +146,9 @@ pub struct ConnEntry {
     pub kill: watch::Sender<bool>,
     pub noise_pub: [u8; 32],
     pub state: ConnState,
+    /// The device left passive mode (`<active/>`) and had its offline backlog drained:
+    /// WhatsApp writes nothing queued-by-nature to a connection before that.
+    pub active: bool,
 }
 
 impl ConnEntry {
@@ -186,6 +211,8 @@ pub struct Stats {
     pub iqs: BTreeMap<String, u64>,
     pub unknown_iqs: u64,
     pub messages_routed: u64,
+    /// Messages companion devices acknowledged (delivery receipt or `<ack class="message">`).
+    pub messages_acked: u64,
     pub group_queries: BTreeMap<String, u64>,
 }
 
@@ -333,6 +360,7 @@ impl World {
                 devices: BTreeMap::new(),
                 removed: BTreeMap::new(),
                 inbox: Vec::new(),
+                sent: Vec::new(),
                 key_index_ts: crate::signal::now_secs(),
                 app_state_key_id: rand::random::<[u8; 6]>().to_vec(),
                 app_state_key: rand::random(),
@@ -349,22 +377,146 @@ impl World {
             .collect()
     }
 
-    /// Sends `node` to a companion device now, or queues it for its next login.
+    /// Connections of a device that are past their offline drain and take stanzas live.
+    fn active_conns(&self, phone: &str, device: u16) -> Vec<&ConnEntry> {
+        self.device_conns(phone, device)
+            .into_iter()
+            .filter(|c| c.active)
+            .collect()
+    }
+
+    /// Sends `node` to a companion device now, or queues it for its next login. A
+    /// `<message>` is also kept as unacked until the device acknowledges it.
     pub fn deliver(&mut self, phone: &str, device: u16, node: Node) {
-        let conns = self.device_conns(phone, device);
-        if conns.is_empty() {
-            if let Some(d) = self
-                .accounts
-                .get_mut(phone)
-                .and_then(|a| a.devices.get_mut(&device))
-            {
-                d.offline_queue.push(node);
-            }
-            return;
-        }
-        for conn in conns {
+        let ack_key = (node.tag == "message")
+            .then(|| self.ack_key(&node))
+            .flatten();
+        let mut live = Vec::new();
+        for conn in self.active_conns(phone, device) {
             conn.send(node.clone());
+            live.push(conn.id);
         }
+        let Some(d) = self
+            .accounts
+            .get_mut(phone)
+            .and_then(|a| a.devices.get_mut(&device))
+        else {
+            return;
+        };
+        match ack_key {
+            Some((id, from, participant)) => d.unacked.push(Unacked {
+                id,
+                from,
+                participant,
+                node,
+                sent_on: live.first().copied(),
+            }),
+            None if live.is_empty() => d.offline_queue.push(node),
+            None => {}
+        }
+    }
+
+    /// Who a message stanza must be acked by: its id, its normalised `from` and
+    /// `participant`. `None` when it has no id or sender (it cannot be acked then).
+    fn ack_key(&self, node: &Node) -> Option<(String, String, Option<String>)> {
+        let id = crate::nodes::attr(node, "id")?;
+        let from = self.ack_party(&crate::nodes::attr(node, "from")?);
+        let participant = crate::nodes::attr(node, "participant").map(|p| self.ack_party(&p));
+        Some((id, from, participant))
+    }
+
+    /// A JID reduced to what identifies the chat or sender regardless of device and
+    /// addressing: `gid@g.us` for groups, the account phone for users (LIDs resolved).
+    pub fn ack_party(&self, jid: &str) -> String {
+        if jid.ends_with("@g.us") {
+            return jid.to_string();
+        }
+        match crate::iq::split_jid(jid) {
+            Some((user, _, is_lid)) => self.resolve_user(&user, is_lid).unwrap_or(user),
+            None => jid.to_string(),
+        }
+    }
+
+    /// A device acknowledged the messages `ids` it got from `from` (and `participant` in
+    /// groups): they leave its unacked list. Returns how many messages were acked; acking
+    /// something already acked (or never sent) changes nothing.
+    pub fn ack_messages(
+        &mut self,
+        phone: &str,
+        device: u16,
+        from: &str,
+        participant: Option<&str>,
+        ids: &[String],
+    ) -> usize {
+        let from = self.ack_party(from);
+        let participant = participant.map(|p| self.ack_party(p));
+        let Some(d) = self
+            .accounts
+            .get_mut(phone)
+            .and_then(|a| a.devices.get_mut(&device))
+        else {
+            return 0;
+        };
+        let mut acked = 0;
+        for id in ids {
+            let matches = |u: &Unacked| {
+                u.id == *id
+                    && u.from == from
+                    // A group ack names the sender; in 1:1 chats there is nothing to compare.
+                    && (participant.is_none()
+                        || u.participant.is_none()
+                        || u.participant == participant)
+            };
+            if !d.unacked.iter().any(matches) {
+                continue;
+            }
+            // A retried message can be held twice under one id: one ack settles both.
+            d.unacked.retain(|u| !matches(u));
+            d.acked.push(id.clone());
+            acked += 1;
+        }
+        self.stats.messages_acked += acked as u64;
+        acked
+    }
+
+    /// Marks a freshly active connection and writes what its device missed: first every
+    /// unacked message not yet written to this connection, then the queued stanzas, all
+    /// marked `offline="1"` in arrival order, then the end-of-offline marker. Done under
+    /// the world lock so nothing delivered meanwhile can overtake the backlog.
+    pub fn drain_offline(&mut self, conn_id: u64, phone: &str, device: u16) {
+        let Some(conn) = self.conns.get_mut(&conn_id) else {
+            return;
+        };
+        conn.active = true;
+        let out = conn.out.clone();
+        let mut backlog = Vec::new();
+        if let Some(d) = self
+            .accounts
+            .get_mut(phone)
+            .and_then(|a| a.devices.get_mut(&device))
+        {
+            for held in d.unacked.iter_mut() {
+                if held.sent_on == Some(conn_id) {
+                    continue;
+                }
+                held.sent_on = Some(conn_id);
+                backlog.push(held.node.clone());
+            }
+            backlog.append(&mut d.offline_queue);
+        }
+        let count = backlog.len();
+        for mut stanza in backlog {
+            stanza.attrs.insert("offline", "1");
+            let _ = out.send(Outbound::Node(Box::new(stanza)));
+        }
+        let marker = NodeBuilder::new("ib")
+            .attr("from", "s.whatsapp.net")
+            .children([NodeBuilder::new("offline")
+                .attr("count", count.to_string())
+                .build()])
+            .build();
+        let _ = out.send(Outbound::Node(Box::new(marker)));
+        tracing::debug!(phone, device, count, "offline backlog delivered");
     }
 
     /// Whether writes to a connection of `phone` are currently held back; returns the deadline.
@@ -394,5 +546,194 @@ impl World {
             self.faults.iq_errors.remove(idx);
         }
         Some(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RECEIVER: &str = "6285500000001";
+    const SENDER: &str = "6285500000002";
+
+    fn sim_with_device() -> Sim {
+        let sim = Sim::new(Duration::from_millis(1), 1, false, false);
+        let mut world = sim.world();
+        world.ensure_account(Some(RECEIVER), None, false);
+        world.ensure_account(Some(SENDER), None, true);
+        let keys = DeviceKeys {
+            registration_id: 1,
+            identity: [1; 32],
+            signed_prekey_id: 1,
+            signed_prekey: [2; 32],
+            signed_prekey_signature: vec![3; 64],
+            one_time: VecDeque::new(),
+        };
+        if let Some(account) = world.accounts.get_mut(RECEIVER) {
+            account.devices.insert(
+                1,
+                Device {
+                    id: 1,
+                    noise_pub: [4; 32],
+                    keys,
+                    key_index: 1,
+                    device_identity: None,
+                    needs_key_share: false,
+                    reshare_keys_on_login: false,
+                    offline_queue: Vec::new(),
+                    unacked: Vec::new(),
+                    acked: Vec::new(),
+                    logins: 0,
+                },
+            );
+        }
+        drop(world);
+        sim
+    }
+
+    fn connect(sim: &Sim, id: u64) -> mpsc::UnboundedReceiver<Outbound> {
+        let (out, rx) = mpsc::unbounded_channel();
+        let (kill, _) = watch::channel(false);
+        let mut world = sim.world();
+        world.conns.retain(|_, c| {
+            let _ = c.kill.send(true);
+            false
+        });
+        world.conns.insert(
+            id,
+            ConnEntry {
+                id,
+                out,
+                kill,
+                noise_pub: [4; 32],
+                state: ConnState::LoggedIn {
+                    phone: RECEIVER.into(),
+                    device: 1,
+                },
+                active: false,
+            },
+        );
+        rx
+    }
+
+    fn message(id: &str, from: &str, participant: Option<&str>) -> Node {
+        let mut b = NodeBuilder::new("message")
+            .attr("id", id)
+            .attr("from", from)
+            .attr("type", "text");
+        if let Some(p) = participant {
+            b = b.attr("participant", p);
+        }
+        b.build()
+    }
+
+    /// (tag, id, offline) of everything written so far.
+    fn written(rx: &mut mpsc::UnboundedReceiver<Outbound>) -> Vec<(String, String, bool)> {
+        let mut out = Vec::new();
+        while let Ok(Outbound::Node(node)) = rx.try_recv() {
+            let id = match node.get_optional_child("offline") {
+                Some(o) => crate::nodes::attr(o, "count").unwrap_or_default(),
+                None => crate::nodes::attr(&node, "id").unwrap_or_default(),
+            };
+            out.push((
+                node.tag.to_string(),
+                id,
+                node.attrs.get("offline").is_some(),
+            ));
+        }
+        out
+    }
+
+    fn unacked(sim: &Sim) -> Vec<String> {
+        sim.world().accounts[RECEIVER].devices[&1]
+            .unacked
+            .iter()
+            .map(|u| u.id.clone())
+            .collect()
+    }
+
+    fn entry(tag: &str, id: &str, offline: bool) -> (String, String, bool) {
+        (tag.to_string(), id.to_string(), offline)
+    }
+
+    #[test]
+    fn messages_stay_until_acked_and_replay_once_per_connection() {
+        let sim = sim_with_device();
+        let sender = format!("{SENDER}@s.whatsapp.net");
+        let notification = NodeBuilder::new("notification").attr("id", "n1").build();
+        {
+            let mut world = sim.world();
+            world.deliver(RECEIVER, 1, message("m1", &sender, None));
+            world.deliver(RECEIVER, 1, notification);
+        }
+        // Logged in but still passive: nothing is written yet.
+        let mut rx = connect(&sim, 1);
+        sim.world()
+            .deliver(RECEIVER, 1, message("m2", &sender, None));
+        assert!(written(&mut rx).is_empty());
+        assert_eq!(unacked(&sim), ["m1", "m2"]);
+
+        sim.world().drain_offline(1, RECEIVER, 1);
+        assert_eq!(
+            written(&mut rx),
+            [
+                entry("message", "m1", true),
+                entry("message", "m2", true),
+                entry("notification", "n1", true),
+                entry("ib", "3", false),
+            ]
+        );
+        sim.world()
+            .deliver(RECEIVER, 1, message("m3", &sender, None));
+        assert_eq!(written(&mut rx), [entry("message", "m3", false)]);
+        // A second drain on the same connection writes nothing again.
+        sim.world().drain_offline(1, RECEIVER, 1);
+        assert_eq!(written(&mut rx), [entry("ib", "0", false)]);
+
+        // A delivery receipt names the sender by device JID; one ack settles each id once.
+        let ids = ["m1".to_string(), "m3".to_string()];
+        let device_jid = format!("{SENDER}:3@s.whatsapp.net");
+        assert_eq!(
+            sim.world()
+                .ack_messages(RECEIVER, 1, &device_jid, None, &ids),
+            2
+        );
+        assert_eq!(
+            sim.world().ack_messages(RECEIVER, 1, &sender, None, &ids),
+            0
+        );
+        assert_eq!(unacked(&sim), ["m2"]);
+
+        // A new connection gets what is still unacked.
+        let mut rx = connect(&sim, 2);
+        sim.world().drain_offline(2, RECEIVER, 1);
+        assert_eq!(
+            written(&mut rx),
+            [entry("message", "m2", true), entry("ib", "1", false)]
+        );
+
+        // Group messages are matched on the group and the sender.
+        let group = "120363000000000001@g.us";
+        sim.world().deliver(
+            RECEIVER,
+            1,
+            message("g1", group, Some(&format!("{SENDER}:2@s.whatsapp.net"))),
+        );
+        let g1 = ["g1".to_string()];
+        let stranger = "6285500000009@s.whatsapp.net";
+        assert_eq!(
+            sim.world()
+                .ack_messages(RECEIVER, 1, group, Some(stranger), &g1),
+            0
+        );
+        assert_eq!(
+            sim.world()
+                .ack_messages(RECEIVER, 1, group, Some(&sender), &g1),
+            1
+        );
+        let world = sim.world();
+        let device = &world.accounts[RECEIVER].devices[&1];
+        assert_eq!(device.acked, ["m1", "m3", "g1"]);
+        assert_eq!(world.stats.messages_acked, 3);
     }
 }
