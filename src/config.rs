@@ -75,6 +75,11 @@ pub struct WhatsAppConfig {
     #[serde(with = "humantime_serde")]
     pub healthy_after: Duration,
     pub connect_concurrency: usize,
+    #[serde(with = "humantime_serde")]
+    pub link_check_interval: Duration,
+    #[serde(with = "humantime_serde")]
+    pub link_check_timeout: Duration,
+    pub link_check_failures: u32,
 }
 
 #[derive(Debug, Deserialize)]
@@ -232,6 +237,13 @@ impl Config {
                     .into(),
             ));
         }
+        if self.whatsapp.link_check_interval.is_zero() || self.whatsapp.link_check_timeout.is_zero()
+        {
+            return Err(ConfigError::Parse(
+                "whatsapp.link_check_interval and whatsapp.link_check_timeout must be positive"
+                    .into(),
+            ));
+        }
         if self.events.retention.is_zero() {
             return Err(ConfigError::Parse(
                 "events.retention must be positive".into(),
@@ -265,6 +277,9 @@ impl Config {
                 reconnect_backoff_max: self.whatsapp.reconnect_backoff_max,
                 healthy_after: self.whatsapp.healthy_after,
                 connect_concurrency: self.whatsapp.connect_concurrency.max(1),
+                link_check_interval: self.whatsapp.link_check_interval,
+                link_check_timeout: self.whatsapp.link_check_timeout,
+                link_check_failures: self.whatsapp.link_check_failures.max(1),
             },
             supervision: SupervisionSettings {
                 max_restarts: self.supervision.max_restarts,

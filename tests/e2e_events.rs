@@ -636,6 +636,103 @@ async fn a_slow_webhook_holds_up_no_other_webhook() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn one_session_slow_at_a_webhook_holds_up_no_other_session() {
+    let (sim, server) = setup().await;
+    sim.pair_by_qr(&server, "b", "6285500000002", "b").await;
+    sim.user("6285500000003").await;
+    let receiver = Receiver::start().await;
+    // The receiver takes 8 s for anything of session a, and answers b's at once.
+    receiver.answer_by_default(Answer::SlowWhen(
+        "\"session\":\"a\"".into(),
+        Duration::from_secs(8),
+    ));
+    server
+        .api()
+        .post_json(
+            "/webhooks",
+            &json!({"url": receiver.url("/"), "events": ["message.received"]}),
+        )
+        .await
+        .expect(201);
+    for i in 0..3 {
+        for to in [ME, "6285500000002"] {
+            sim.post_ok(
+                "/accounts/6285500000003/send",
+                json!({"to": user(to), "text": format!("y{i}")}),
+            )
+            .await;
+        }
+    }
+    let b_done = wait_until(Duration::from_secs(6), || async {
+        receiver
+            .accepted()
+            .iter()
+            .filter(|d| d.json()["session"] == "b")
+            .count()
+            >= 3
+    })
+    .await;
+    assert!(b_done, "session b's events arrived while a's were slow");
+    assert!(
+        receiver
+            .accepted()
+            .iter()
+            .filter(|d| d.json()["session"] == "a")
+            .count()
+            <= 1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_crashed_event_log_loses_nothing_and_never_numbers_twice() {
+    let (sim, server) = setup().await;
+    sim.user("6285500000002").await;
+    let mut ids = Vec::new();
+    for k in 0..12 {
+        if k == 4 || k == 8 {
+            let restarts = k / 4 - 1;
+            let running = wait_until(WAIT, || async {
+                server
+                    .tree_node("session:a/events")
+                    .await
+                    .is_some_and(|n| n["status"] == "running" && n["restarts"] == restarts)
+            })
+            .await;
+            assert!(running, "the log is running before crash {}", restarts + 1);
+            server.crash("session:a/events").await.expect(202);
+        }
+        ids.push(
+            sim.post_ok(
+                "/accounts/6285500000002/send",
+                json!({"to": user(ME), "text": format!("c{k}")}),
+            )
+            .await["id"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    let all = wait_for(WAIT, || async {
+        let events = all_events(&server, "a").await;
+        let got: Vec<String> = events
+            .iter()
+            .filter(|e| e["type"] == "message.received")
+            .map(|e| e["data"]["message_id"].as_str().unwrap().to_owned())
+            .collect();
+        ids.iter()
+            .all(|id| got.contains(id))
+            .then_some((events, got))
+    })
+    .await;
+    let (events, got) =
+        all.unwrap_or_else(|| panic!("not every message logged\n{}", server.output()));
+    assert_gapless(&events);
+    assert_eq!(got.len(), ids.len(), "each message once: {got:?}");
+    let node = server.tree_node("session:a/events").await.unwrap();
+    assert_eq!(node["restarts"], 2, "{node}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_text_sent_from_the_phone_itself_is_message_sent() {
     let (sim, server) = setup().await;
     let b = sim.user("6285500000002").await;

@@ -464,3 +464,104 @@ async fn a_crashing_session_never_runs_two_clients_and_logs_back_in() {
         .expect(200);
     assert!(node["restarts"].as_u64().unwrap() >= 2, "{node}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_link_that_goes_silent_shows_connecting_within_the_bound_and_comes_back() {
+    let sim = Sim::start().await;
+    let server = TestServer::builder()
+        .whatsapp_url(sim.url())
+        .env("WAGATE_WHATSAPP_LINK_CHECK_INTERVAL", "1s")
+        .env("WAGATE_WHATSAPP_LINK_CHECK_TIMEOUT", "1s")
+        .env("WAGATE_WHATSAPP_LINK_CHECK_FAILURES", "2")
+        .start()
+        .await;
+    sim.pair_by_qr(&server, "quiet", "6281230000071", "Quiet")
+        .await;
+    // The socket stays open but WhatsApp says nothing for 12 s.
+    let (status, reply) = sim
+        .post(
+            "/faults",
+            json!({"kind": "stall", "duration_ms": 12000, "phone_number": "6281230000071"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{reply}");
+    let stalled_at = Instant::now();
+    let noticed = wait_for(Duration::from_secs(10), || async {
+        (server.session_status("quiet").await == "connecting").then(Instant::now)
+    })
+    .await
+    .expect("the silent link is noticed");
+    // interval + failures x timeout = 3 s, plus scheduling slack.
+    assert!(
+        noticed.duration_since(stalled_at) < Duration::from_secs(6),
+        "noticed after {:?}",
+        noticed.duration_since(stalled_at)
+    );
+    let back = wait_until(Duration::from_secs(40), || async {
+        server.session_status("quiet").await == "logged_in"
+    })
+    .await;
+    assert!(
+        back,
+        "logged in again once WhatsApp answers\n{}",
+        server.output()
+    );
+    sim.call(reqwest::Method::DELETE, "/faults", None).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_conflict_is_retried_a_few_times_then_fails() {
+    let sim = Sim::start().await;
+    let server = TestServer::builder()
+        .whatsapp_url(sim.url())
+        .env("WAGATE_WHATSAPP_RECONNECT_BACKOFF_MIN", "100ms")
+        .env("WAGATE_WHATSAPP_RECONNECT_BACKOFF_MAX", "300ms")
+        .start()
+        .await;
+    sim.pair_by_qr(&server, "clash", "6281230000081", "Clash")
+        .await;
+    let conflict =
+        json!({"kind": "stream_error", "phone_number": "6281230000081", "error": "conflict"});
+    // One conflict: the session comes back by itself.
+    let before = sim.stats().await["logins"].as_u64().unwrap();
+    sim.post_ok("/faults", conflict.clone()).await;
+    let relogged = wait_until(Duration::from_secs(20), || async {
+        sim.stats().await["logins"].as_u64().unwrap() > before
+            && status_of(&server, "clash").await == "logged_in"
+    })
+    .await;
+    assert!(
+        relogged,
+        "a single conflict is retried\n{}",
+        server.output()
+    );
+    // Conflicts that keep coming: failed, with the reason, and no more logins.
+    let mut failed = false;
+    for _ in 0..8 {
+        let _ = wait_until(Duration::from_secs(10), || async {
+            status_of(&server, "clash").await == "logged_in"
+        })
+        .await;
+        sim.post("/faults", conflict.clone()).await;
+        if wait_until(Duration::from_secs(3), || async {
+            status_of(&server, "clash").await == "failed"
+        })
+        .await
+        {
+            failed = true;
+            break;
+        }
+    }
+    assert!(
+        failed,
+        "repeated conflicts end in failed\n{}",
+        server.output()
+    );
+    let named = wait_until(Duration::from_secs(10), || async {
+        server.actor("session:clash").await.expect(200)["last_failure"]["reason"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("conflict"))
+    })
+    .await;
+    assert!(named, "{}", server.actor("session:clash").await.expect(200));
+}

@@ -23,13 +23,18 @@
 //!
 //! - [`gateway`]: the façade the edge calls; one typed method per operation, always with a
 //!   timeout. Cached group reads are served from a published snapshot, without a message.
-//! - [`supervisor`], [`session`], [`groups`], [`invites`]: one file per actor, its message enum
-//!   beside it. Actor files hold message handling; the logic they apply is in plain modules:
+//! - [`supervisor`], [`session`], [`groups`], [`invites`], [`events`], [`webhooks`]: one file per
+//!   actor, its message enum beside it. Actor files hold message handling; the logic they apply is in plain modules:
 //! - [`status`] (the session status machine), [`intensity`] (restart intensity),
 //!   [`group_cache`] (the group cache, notification effects, participant results).
 //! - [`whatsapp`]: the WhatsApp port, the only code that imports whatsapp-rust: the connection
 //!   loop, every operation with its timeout and per-operation error meanings, and the client's
 //!   events as the project's own [`whatsapp::WaEvent`]s.
+//! - [`events`] (actor), [`event_log`] (the sled log: numbering, idempotency keys, retention,
+//!   head watches), [`event_data`] (what each WhatsApp happening becomes, per the contract) and
+//!   [`event_stream`] (replay-then-live following for SSE).
+//! - [`webhooks`] (actor and its delivery workers), [`webhook_store`] (registrations and
+//!   cursors in sled), [`webhook_delivery`] (signing, retry meaning and backoff, URL checks).
 //! - [`store`]: the sled snapshots (session records, group and invite caches).
 //! - [`directory`]: the live tree's bookkeeping (untyped cells and kinds, served to admins) and
 //!   each session's [`directory::SessionLink`].

@@ -48,6 +48,9 @@ pub const RESTART_REASON: &str = "restart requested";
 /// Why a session whose credentials another client took over is `failed`.
 pub const REPLACED_REASON: &str =
     "replaced: another client logged in with this session's credentials";
+/// Why a session whose stream kept ending in `conflict` is `failed`.
+pub const CONFLICT_REASON: &str =
+    "conflict: WhatsApp kept ending the stream with a conflict (409) after retries";
 /// The stop reason of a deleted session: the supervisor forgets it.
 pub const DELETED_REASON: &str = "session deleted";
 
@@ -534,6 +537,10 @@ impl SessionState {
                 // take it back again: wait for an operator's `connect`, also across restarts.
                 self.record.wanted_online = false;
                 self.park_failed(myself, REPLACED_REASON).await;
+            }
+            ConnectionExit::Conflict => {
+                self.record.wanted_online = false;
+                self.park_failed(myself, CONFLICT_REASON).await;
             }
             ConnectionExit::Stopped => {}
         }

@@ -48,6 +48,11 @@ pub struct WhatsAppSettings {
     pub healthy_after: Duration,
     /// At most this many sessions perform a connection attempt at the same time.
     pub connect_concurrency: usize,
+    /// How often a logged-in link is pinged, how long a ping may go unanswered, and how many
+    /// unanswered pings in a row make the link count as silent (then it is reconnected).
+    pub link_check_interval: Duration,
+    pub link_check_timeout: Duration,
+    pub link_check_failures: u32,
 }
 
 #[derive(Debug, Clone)]

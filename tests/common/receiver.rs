@@ -49,6 +49,8 @@ pub enum Answer {
     RetryAfter(u64),
     /// Waits this long, then answers 200.
     Slow(Duration),
+    /// Like `Slow` for bodies containing the text, 200 at once for the others.
+    SlowWhen(String, Duration),
 }
 
 #[derive(Default)]
@@ -156,6 +158,12 @@ async fn handle(
         Answer::RetryAfter(secs) => (429, Some(secs)),
         Answer::Slow(delay) => {
             tokio::time::sleep(delay).await;
+            (200, None)
+        }
+        Answer::SlowWhen(text, delay) => {
+            if String::from_utf8_lossy(&body).contains(&text) {
+                tokio::time::sleep(delay).await;
+            }
             (200, None)
         }
     };

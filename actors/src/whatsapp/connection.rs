@@ -15,21 +15,23 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
 
-use whatsapp_rust::Client;
+use whatsapp_rust::IqError;
 use whatsapp_rust::TokioRuntime;
 use whatsapp_rust::bot::Bot;
 use whatsapp_rust::http::UreqHttpClient;
 use whatsapp_rust::store::SqliteStore;
 use whatsapp_rust::transport::TokioWebSocketTransportFactory;
 use whatsapp_rust::types::events::{Event, EventHandler, GroupUpdate};
+use whatsapp_rust::wacore::iq::keepalive::KeepaliveSpec;
 use whatsapp_rust::wacore::stanza::groups::{GroupNotificationAction, GroupParticipantInfo};
+use whatsapp_rust::{Client, NodeFilter};
 
 use super::events::{
     ConnectionExit, ConnectionReport, GroupChange, GroupNotification, PairedDevice, ReportKind,
     WaEvent,
 };
 use super::inbound::{DurableInbound, MessageSink};
-use super::reconnect::{Ending, Policy, Reconnects};
+use super::reconnect::{Ending, MAX_CONFLICT_RETRIES, Policy, Reconnects, Takeover, takeover_of};
 use super::{WaClient, credentials_db, credentials_dir};
 use crate::settings::WhatsAppSettings;
 
@@ -337,8 +339,8 @@ impl EventHandler for Forwarder {
                 }
             }
             Event::StreamReplaced(_) => {
+                // `replaced` or `conflict`: the driver tells them apart once the stream ended.
                 self.flags.replaced.store(true, Ordering::SeqCst);
-                self.send(WaEvent::Replaced);
             }
             Event::GroupUpdate(update) => self.send(WaEvent::Group(group_notification(update))),
             Event::Receipt(receipt) => {
@@ -413,6 +415,44 @@ impl Driver {
         Ok((bot, client))
     }
 
+    /// Returns once a logged-in link stopped answering: `link_check_failures` pings in a row
+    /// without an answer within `link_check_timeout`. A socket can stay open while nothing
+    /// gets through; requests would time out one by one until the client's own keepalive,
+    /// which waits much longer, gave up.
+    async fn watch_link(&self, client: &Arc<Client>) {
+        let wa = &self.env.whatsapp;
+        let mut missed = 0u32;
+        loop {
+            // After a miss, ask again right away: the bound is interval + failures × timeout.
+            if missed == 0 {
+                tokio::time::sleep(wa.link_check_interval).await;
+            }
+            let logged_in = self
+                .flags
+                .logged_in_at
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_some();
+            if !logged_in || !client.is_connected() {
+                missed = 0;
+                continue;
+            }
+            let ping = client.execute(KeepaliveSpec::with_timeout(wa.link_check_timeout));
+            match tokio::time::timeout(wa.link_check_timeout + Duration::from_secs(1), ping).await {
+                Ok(Ok(_)) => missed = 0,
+                Ok(Err(IqError::Timeout)) | Err(_) => {
+                    missed += 1;
+                    tracing::debug!(session = %self.session, missed, "a ping went unanswered");
+                }
+                // The connection is going down on its own; its end is reported as usual.
+                Ok(Err(_)) => missed = 0,
+            }
+            if missed >= wa.link_check_failures.max(1) {
+                return;
+            }
+        }
+    }
+
     async fn acquire_permit(&self) -> bool {
         let permits = self.env.connect_permits.clone();
         tokio::select! {
@@ -454,6 +494,9 @@ impl Driver {
         };
         let mut bot = Some(bot);
         let mut reconnects = Reconnects::default();
+        // How WhatsApp ended the last stream, to tell `replaced` from `conflict`.
+        let mut stream_errors = client.wait_for_node(NodeFilter::tag("stream:error"));
+        let mut conflicts = 0u32;
         loop {
             if !self.acquire_permit().await {
                 return ConnectionExit::Stopped;
@@ -471,6 +514,16 @@ impl Driver {
                     let _ = tokio::time::timeout(STOP_GRACE, &mut attempt).await;
                     true
                 }
+                () = self.watch_link(client) => {
+                    tracing::warn!(session = %self.session, "the link went silent: pings unanswered; reconnecting");
+                    self.report(ReportKind::Event(WaEvent::Disconnected(
+                        "the link went silent (pings unanswered)".into(),
+                    )));
+                    // Drops the transport; the attempt then ends like any dropped connection.
+                    let _ = tokio::time::timeout(STOP_GRACE, client.reconnect()).await;
+                    let _ = tokio::time::timeout(STOP_GRACE, &mut attempt).await;
+                    false
+                }
             };
             release(&self.permit);
             if stopped {
@@ -479,8 +532,43 @@ impl Driver {
             if self.flags.logged_out.load(Ordering::SeqCst) {
                 return ConnectionExit::LoggedOut;
             }
-            if self.flags.replaced.load(Ordering::SeqCst) {
-                return ConnectionExit::Replaced;
+            // One waiter at a time: it is replaced only once a stream error resolved it.
+            let last_stream_error = match stream_errors.try_recv() {
+                Ok(Some(node)) => {
+                    stream_errors = client.wait_for_node(NodeFilter::tag("stream:error"));
+                    Some(node)
+                }
+                Ok(None) => None,
+                Err(_) => {
+                    stream_errors = client.wait_for_node(NodeFilter::tag("stream:error"));
+                    None
+                }
+            };
+            if self.flags.replaced.swap(false, Ordering::SeqCst) {
+                let takeover = last_stream_error
+                    .as_deref()
+                    .map_or(Takeover::Replaced, |node| {
+                        let conflict = node
+                            .get_optional_child("conflict")
+                            .and_then(|c| c.attrs().optional_string("type").map(|t| t.to_string()));
+                        let code = node.attrs().optional_string("code").map(|c| c.to_string());
+                        takeover_of(conflict.as_deref(), code.as_deref())
+                    });
+                conflicts = match takeover {
+                    Takeover::Replaced => {
+                        self.report(ReportKind::Event(WaEvent::Replaced));
+                        return ConnectionExit::Replaced;
+                    }
+                    Takeover::Conflict if conflicts >= MAX_CONFLICT_RETRIES => {
+                        tracing::warn!(session = %self.session, conflicts, "stream conflicts keep coming; giving up");
+                        self.report(ReportKind::Event(WaEvent::Replaced));
+                        return ConnectionExit::Conflict;
+                    }
+                    Takeover::Conflict => {
+                        tracing::warn!(session = %self.session, "stream conflict (409); retrying with backoff");
+                        conflicts + 1
+                    }
+                };
             }
             if self.flags.pair_success.swap(false, Ordering::SeqCst) {
                 // The server restarts the stream after pairing (515): log in right away.
@@ -503,6 +591,9 @@ impl Driver {
                 .unwrap_or_else(|p| p.into_inner())
                 .take()
                 .unwrap_or(Ending::Dropped);
+            if up_for.is_some_and(|up| up >= policy.healthy_after) {
+                conflicts = 0;
+            }
             let delay = reconnects.next_delay(&policy, up_for, ending);
             tracing::info!(session = %self.session, ?delay, ?ending, failures = reconnects.failures(), "reconnecting after a delay");
             self.report(ReportKind::Event(WaEvent::Reconnecting(delay)));

@@ -29,8 +29,8 @@ pub enum WaEvent {
     LoggedOut(String),
     /// The connection dropped and is retried after this delay.
     Reconnecting(Duration),
-    /// Another client logged in with this session's credentials (stream error `replaced` or
-    /// `conflict`; whatsapp-rust reports both alike).
+    /// Another client logged in with this session's credentials (stream error `replaced`, or
+    /// `conflict` that kept coming back).
     Replaced,
     /// A group notification (w:gp2).
     Group(GroupNotification),
@@ -82,5 +82,7 @@ pub enum ConnectionExit {
     ClientClosed,
     /// Another client took over this session's credentials; reconnecting would take them back.
     Replaced,
+    /// WhatsApp kept answering `conflict` (409) after a few retries.
+    Conflict,
     BuildFailed(String),
 }

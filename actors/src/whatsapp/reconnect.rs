@@ -29,6 +29,29 @@ pub enum Ending {
     Unavailable,
 }
 
+/// How many `conflict` stream errors in a row are retried before the session gives up.
+pub const MAX_CONFLICT_RETRIES: u32 = 3;
+
+/// Why WhatsApp said another client took the session's place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Takeover {
+    /// `<conflict type="replaced"/>`: another client logged in with these credentials; taking
+    /// them back would start a tug of war.
+    Replaced,
+    /// Code 409 without that: a transient collision (e.g. a reconnect racing its own old
+    /// socket), worth a few retries.
+    Conflict,
+}
+
+/// Reads a stream error's `<conflict type>` child and `code`.
+pub fn takeover_of(conflict_type: Option<&str>, code: Option<&str>) -> Takeover {
+    match (conflict_type, code) {
+        (Some("replaced"), _) => Takeover::Replaced,
+        (None, Some("409")) => Takeover::Conflict,
+        _ => Takeover::Replaced,
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 pub struct Policy {
     pub min: Duration,
@@ -146,5 +169,17 @@ mod tests {
                 "attempt {attempt}: {delay:?}"
             );
         }
+    }
+
+    #[test]
+    fn replaced_and_conflict_are_told_apart() {
+        assert_eq!(takeover_of(Some("replaced"), None), Takeover::Replaced);
+        assert_eq!(
+            takeover_of(Some("replaced"), Some("409")),
+            Takeover::Replaced
+        );
+        assert_eq!(takeover_of(None, Some("409")), Takeover::Conflict);
+        // Anything unrecognised is treated as the safe case: no tug of war.
+        assert_eq!(takeover_of(None, None), Takeover::Replaced);
     }
 }
