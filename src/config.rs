@@ -1,7 +1,9 @@
-//! Configuration: the embedded `config.toml` (or `--config FILE`), overridden by `WAGATE_*`
-//! environment variables, overridden by command-line flags. Loaded once, then passed down.
+//! Configuration in layers: the built-in defaults (the embedded `config.toml`), then a
+//! configuration file (`--config FILE`, else `./config.toml` when present) whose keys are all
+//! optional, then `WAGATE_*` environment variables, then command-line flags. A key the
+//! defaults do not know is an error naming the key and the file. Loaded once, passed down.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -27,9 +29,13 @@ pub enum ConfigError {
     Parse(String),
     #[error("{var}: {message}")]
     Env { var: String, message: String },
+    #[error("{path}: unknown key `{key}` (config.toml in the repository lists every key)", path = path.display())]
+    UnknownKey { path: PathBuf, key: String },
+    #[error("{path}: {message}", path = path.display())]
+    File { path: PathBuf, message: String },
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     pub listen: SocketAddr,
@@ -49,7 +55,7 @@ pub struct Config {
     pub admin_token: Option<Secret>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpConfig {
     pub max_connections: usize,
@@ -61,7 +67,7 @@ pub struct HttpConfig {
     pub keep_alive: Duration,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct WhatsAppConfig {
     pub url: String,
@@ -82,7 +88,7 @@ pub struct WhatsAppConfig {
     pub link_check_failures: u32,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SupervisionConfig {
     pub max_restarts: u32,
@@ -98,7 +104,7 @@ pub struct SupervisionConfig {
     pub shutdown_timeout: Duration,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct StorageConfig {
     #[serde(with = "humantime_serde")]
@@ -106,21 +112,21 @@ pub struct StorageConfig {
     pub cache_capacity_mb: u64,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct GroupsConfig {
     #[serde(with = "humantime_serde")]
     pub refresh_interval: Duration,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct EventsConfig {
     #[serde(with = "humantime_serde")]
     pub retention: Duration,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebhooksConfig {
     #[serde(with = "humantime_serde")]
@@ -165,15 +171,22 @@ impl Config {
         overrides: &Overrides,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self, ConfigError> {
-        let text = match &overrides.config {
-            Some(path) => std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let mut table: toml::Table =
+            toml::from_str(DEFAULT_CONFIG).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        if let Some(path) = &overrides.config {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
                 path: path.clone(),
                 source,
-            })?,
-            None => DEFAULT_CONFIG.to_owned(),
-        };
-        let mut table: toml::Table =
-            toml::from_str(&text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+            })?;
+            let file: toml::Table = toml::from_str(&text).map_err(|e| ConfigError::File {
+                path: path.clone(),
+                message: e.to_string(),
+            })?;
+            layer(&mut table, file, "").map_err(|key| ConfigError::UnknownKey {
+                path: path.clone(),
+                key,
+            })?;
+        }
         let mut api_token = None;
         let mut admin_token = None;
         let mut env: Vec<(String, String)> = env
@@ -188,9 +201,16 @@ impl Config {
                 _ => apply_env(&mut table, &var, &value)?,
             }
         }
-        let mut config: Config = toml::Value::Table(table)
-            .try_into()
-            .map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))?;
+        let mut config: Config =
+            toml::Value::Table(table)
+                .try_into()
+                .map_err(|e: toml::de::Error| match &overrides.config {
+                    Some(path) => ConfigError::File {
+                        path: path.clone(),
+                        message: e.to_string(),
+                    },
+                    None => ConfigError::Parse(e.to_string()),
+                })?;
         if let Some(listen) = overrides.listen {
             config.listen = listen;
         }
@@ -325,6 +345,55 @@ fn non_empty_secret(var: &str, value: String) -> Result<Option<Secret>, ConfigEr
 
 /// Applies `WAGATE_<KEY>` or `WAGATE_<SECTION>_<KEY>` to the table, typed like the value it
 /// replaces.
+/// Lays `file` over `base`, key by key; a key `base` does not have is returned as an error
+/// (dotted, e.g. `http.max_conections`).
+fn layer(base: &mut toml::Table, file: toml::Table, prefix: &str) -> Result<(), String> {
+    for (key, value) in file {
+        let dotted = if prefix.is_empty() {
+            key.clone()
+        } else {
+            format!("{prefix}.{key}")
+        };
+        match (base.get_mut(&key), value) {
+            (None, _) => return Err(dotted),
+            (Some(toml::Value::Table(inner)), toml::Value::Table(value)) => {
+                layer(inner, value, &dotted)?
+            }
+            (Some(slot), value) => *slot = value,
+        }
+    }
+    Ok(())
+}
+
+/// The configuration file to read: `--config FILE`, else `./config.toml` when it exists.
+pub fn config_file(flag: Option<PathBuf>) -> Option<PathBuf> {
+    flag.or_else(|| {
+        let local = PathBuf::from("config.toml");
+        local.is_file().then_some(local)
+    })
+}
+
+impl Config {
+    /// The effective configuration as TOML, secrets redacted, for `--print-config`.
+    pub fn to_redacted_toml(&self) -> String {
+        let body = toml::to_string_pretty(self)
+            .unwrap_or_else(|e| format!("# cannot show the configuration: {e}\n"));
+        let state = |s: &Option<Secret>| {
+            if s.is_some() {
+                "set (redacted)"
+            } else {
+                "not set"
+            }
+        };
+        format!(
+            "# Effective configuration (defaults, file, environment, flags).\n\
+             # WAGATE_API_TOKEN: {}\n# WAGATE_ADMIN_TOKEN: {}\n\n{body}",
+            state(&self.api_token),
+            state(&self.admin_token),
+        )
+    }
+}
+
 fn apply_env(table: &mut toml::Table, var: &str, raw: &str) -> Result<(), ConfigError> {
     let rest = &var[ENV_PREFIX.len()..];
     let key = rest.to_ascii_lowercase();
@@ -487,5 +556,86 @@ mod tests {
     fn secrets_never_show_in_debug_output() {
         let s = Secret("very-secret-token".into());
         assert!(!format!("{s:?}").contains("very-secret"));
+    }
+
+    fn file(text: &str) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("wagate.toml");
+        std::fs::write(&path, text).unwrap();
+        (dir, path)
+    }
+
+    #[test]
+    fn a_partial_file_is_layered_over_the_defaults() {
+        let (_dir, path) = file("[http]\nmax_connections = 7\n");
+        let c = Config::load(
+            &Overrides {
+                config: Some(path),
+                ..Default::default()
+            },
+            env(&[]),
+        )
+        .unwrap();
+        assert_eq!(c.http.max_connections, 7);
+        assert_eq!(c.http.keep_alive, Duration::from_secs(60), "defaults stay");
+        assert_eq!(c.listen.to_string(), "127.0.0.1:3000");
+    }
+
+    #[test]
+    fn an_unknown_key_names_the_key_and_the_file() {
+        for (text, key) in [
+            ("[http]\nmax_conections = 7\n", "http.max_conections"),
+            ("colour = \"red\"\n", "colour"),
+            ("[nope]\nx = 1\n", "nope"),
+        ] {
+            let (_dir, path) = file(text);
+            let err = Config::load(
+                &Overrides {
+                    config: Some(path.clone()),
+                    ..Default::default()
+                },
+                env(&[]),
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(err.contains(&format!("`{key}`")), "{err}");
+            assert!(err.contains(&path.display().to_string()), "{err}");
+        }
+        let (_dir, path) = file("[http]\nmax_connections = \"many\"\n");
+        let err = Config::load(
+            &Overrides {
+                config: Some(path.clone()),
+                ..Default::default()
+            },
+            env(&[]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains(&path.display().to_string()), "{err}");
+    }
+
+    #[test]
+    fn the_printed_configuration_hides_secrets_and_loads_back() {
+        let c = Config::load(
+            &Overrides::default(),
+            env(&[("WAGATE_API_TOKEN", "super-secret-token")]),
+        )
+        .unwrap();
+        let printed = c.to_redacted_toml();
+        assert!(!printed.contains("super-secret-token"), "{printed}");
+        assert!(printed.contains("WAGATE_API_TOKEN: set (redacted)"));
+        let (_dir, path) = file(&printed);
+        let again = Config::load(
+            &Overrides {
+                config: Some(path),
+                ..Default::default()
+            },
+            env(&[]),
+        )
+        .unwrap();
+        assert_eq!(
+            again.to_redacted_toml().lines().skip(3).collect::<Vec<_>>(),
+            printed.lines().skip(3).collect::<Vec<_>>()
+        );
     }
 }

@@ -11,7 +11,8 @@ use wagate::config::{Config, Overrides};
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Cli {
-    /// Configuration file (default: the built-in config.toml).
+    /// Configuration file, layered over the built-in defaults (default: ./config.toml when
+    /// present). Every key is optional.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
     /// Address to listen on, e.g. 127.0.0.1:3000 (overrides WAGATE_LISTEN).
@@ -20,13 +21,16 @@ struct Cli {
     /// Directory for everything wagate stores (overrides WAGATE_DATA_DIR).
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
+    /// Print the effective configuration (secrets redacted) and exit.
+    #[arg(long)]
+    print_config: bool,
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let overrides = Overrides {
-        config: cli.config,
+        config: wagate::config::config_file(cli.config),
         listen: cli.listen,
         data_dir: cli.data_dir,
     };
@@ -38,6 +42,12 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if cli.print_config {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(config.to_redacted_toml().as_bytes());
+        return ExitCode::SUCCESS;
+    }
     init_logging(&config.log);
     let listener = match tokio::net::TcpListener::bind(config.listen).await {
         Ok(l) => l,

@@ -83,11 +83,20 @@ async fn metrics_returns_prometheus_text_with_admin_token() {
     let r = srv.root(Some(ADMIN_TOKEN)).get("/metrics").await;
     r.expect_status(200);
     assert!(
-        r.content_type().starts_with("text/plain"),
+        r.content_type()
+            .starts_with("application/openmetrics-text; version=1.0.0"),
         "metrics content-type {:?}",
         r.content_type()
     );
-    assert_prometheus_text(&r.text());
+    let text = r.text();
+    assert_prometheus_text(&text);
+    // Requests are counted by route template, never by raw path.
+    assert!(
+        text.contains(r#"route="/api/v1/sessions",status="201""#),
+        "{text}"
+    );
+    assert!(text.contains(r#"wagate_sessions{status="#), "{text}");
+    assert!(text.contains("wagate_http_request_duration_seconds_bucket"));
 }
 
 #[tokio::test(flavor = "multi_thread")]

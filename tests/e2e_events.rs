@@ -774,6 +774,20 @@ async fn a_text_sent_from_the_phone_itself_is_message_sent() {
         ack["data"],
         json!({"message_id": message_id, "chat": b, "status": "server", "by": "s.whatsapp.net"})
     );
+    // The round-trip is measured by operation and outcome.
+    let metrics = server
+        .root(Some(server.admin_token()))
+        .get("/metrics")
+        .await
+        .text();
+    assert!(
+        metrics.contains(r#"wagate_whatsapp_calls_total{operation="send_message",outcome="ok"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics
+            .contains(r#"wagate_whatsapp_call_duration_seconds_count{operation="send_message"} 1"#)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -58,7 +58,10 @@ impl EventsState {
         if let Some(last) = stored.last() {
             self.head = last.seq;
             self.appended += stored.len() as u64;
-            self.services.metrics.events_appended(stored.len() as u64);
+            self.services
+                .telemetry
+                .events_appended
+                .inc_by(stored.len() as u64);
             self.log.publish_head(session, self.head);
         }
         Ok(self.head)

@@ -6,7 +6,6 @@
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorRef, RpcReplyPort};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use crate::directory::{ActorKind, Directory, NodeView, ROOT, SessionLink, WEBHOOKS};
@@ -22,14 +21,13 @@ use crate::model::{
     PairCodeView, ParticipantResult, QrView, SentMessage, SessionId, SessionStatus, SessionView,
     StatusView, UserJid,
 };
-use crate::services::{EventCounters, Services, Shared};
+use crate::services::{Services, Shared};
 use crate::session::{RESTART_REASON, SessionMsg};
 use crate::settings::Settings;
 use crate::store::Store;
 use crate::supervisor::{Supervisor, SupervisorMsg};
-use crate::webhooks::{
-    CreatedWebhook, WebhookPatch, WebhookSpec, WebhookStats, WebhookView, WebhooksMsg,
-};
+use crate::telemetry::{StatusLabels, Telemetry, WebhookLabels};
+use crate::webhooks::{CreatedWebhook, WebhookPatch, WebhookSpec, WebhookView, WebhooksMsg};
 use crate::whatsapp::connection::{ClientSlots, ConnectionEnv};
 
 /// How long a request waits for a session (or its child) that is being restarted.
@@ -56,19 +54,6 @@ pub struct Gateway {
 pub struct EventPage {
     pub events: Vec<StoredEvent>,
     pub next_after: u64,
-}
-
-/// Counters for `/metrics`.
-#[derive(Debug, Clone, Default)]
-pub struct Metrics {
-    pub sessions_by_status: Vec<(SessionStatus, usize)>,
-    pub actors: usize,
-    pub restarts_total: u64,
-    pub live_clients: usize,
-    pub events_appended: u64,
-    pub events_delivered: u64,
-    pub delivery_failures: u64,
-    pub webhooks: Vec<WebhookStats>,
 }
 
 /// Turns an actor call's outcome into the domain's.
@@ -102,6 +87,7 @@ impl Gateway {
                 .await
                 .map_err(|e| GatewayError::Internal(e.to_string()))??
         };
+        let telemetry = Arc::new(Telemetry::new());
         let connections = ConnectionEnv {
             sessions_dir: settings.sessions_dir(),
             whatsapp: settings.whatsapp.clone(),
@@ -109,6 +95,7 @@ impl Gateway {
             connect_permits: Arc::new(tokio::sync::Semaphore::new(
                 settings.whatsapp.connect_concurrency.max(1),
             )),
+            telemetry: telemetry.clone(),
         };
         let events = EventLog::open(store.db())?;
         let services = Arc::new(Services {
@@ -118,7 +105,7 @@ impl Gateway {
             intensity: Intensity::default(),
             connections,
             events,
-            metrics: EventCounters::default(),
+            telemetry,
         });
         let (supervisor, supervisor_task) = Actor::spawn(None, Supervisor, services.clone())
             .await
@@ -796,17 +783,13 @@ impl Gateway {
             && self.services.store.is_open()
     }
 
-    pub async fn metrics(&self) -> Metrics {
+    pub fn telemetry(&self) -> &Telemetry {
+        &self.services.telemetry
+    }
+
+    /// `/metrics`: the Prometheus exposition, with the tree's gauges read now.
+    pub async fn render_metrics(&self) -> String {
         let sessions = self.list_sessions().await.unwrap_or_default();
-        let mut by_status: Vec<(SessionStatus, usize)> = Vec::new();
-        for s in &sessions {
-            match by_status.iter_mut().find(|(st, _)| *st == s.status) {
-                Some((_, n)) => *n += 1,
-                None => by_status.push((s.status, 1)),
-            }
-        }
-        let directory = &self.services.directory;
-        let counters = &self.services.metrics;
         let webhooks = match self.webhooks_actor().await {
             Ok(actor) => match actor.call(WebhooksMsg::Stats, Some(INSPECT_TIMEOUT)).await {
                 Ok(CallResult::Success(stats)) => stats,
@@ -814,16 +797,35 @@ impl Gateway {
             },
             Err(_) => Vec::new(),
         };
-        Metrics {
-            sessions_by_status: by_status,
-            actors: directory.count(),
-            restarts_total: directory.restarts_total(),
-            live_clients: self.services.connections.slots.live_count(),
-            events_appended: counters.appended.load(Ordering::Relaxed),
-            events_delivered: counters.delivered.load(Ordering::Relaxed),
-            delivery_failures: counters.failed_attempts.load(Ordering::Relaxed),
-            webhooks,
-        }
+        let directory = &self.services.directory;
+        let live_clients = self.services.connections.slots.live_count();
+        self.services.telemetry.render(|t| {
+            t.sessions.clear();
+            for status in SessionStatus::ALL {
+                let n = sessions.iter().filter(|s| s.status == status).count();
+                t.sessions
+                    .get_or_create(&StatusLabels {
+                        status: status.to_string(),
+                    })
+                    .set(n as i64);
+            }
+            t.actors.set(directory.count() as i64);
+            t.sync_restarts(directory.restarts_total());
+            t.whatsapp_clients.set(live_clients as i64);
+            t.webhook_pending.clear();
+            t.webhook_oldest_pending.clear();
+            for w in &webhooks {
+                let labels = WebhookLabels {
+                    webhook: w.id.clone(),
+                };
+                t.webhook_pending
+                    .get_or_create(&labels)
+                    .set(w.pending as i64);
+                t.webhook_oldest_pending
+                    .get_or_create(&labels)
+                    .set(w.oldest_pending_age_seconds as i64);
+            }
+        })
     }
 
     /// Stops the tree in order (sessions stop their clients and children), then flushes sled.

@@ -35,6 +35,7 @@
 //!   [`event_stream`] (replay-then-live following for SSE).
 //! - [`webhooks`] (actor and its delivery workers), [`webhook_store`] (registrations and
 //!   cursors in sled), [`webhook_delivery`] (signing, retry meaning and backoff, URL checks).
+//! - [`telemetry`]: the Prometheus metrics, from `prometheus-client`.
 //! - [`store`]: the sled snapshots (session records, group and invite caches).
 //! - [`directory`]: the live tree's bookkeeping (untyped cells and kinds, served to admins) and
 //!   each session's [`directory::SessionLink`].
@@ -57,6 +58,7 @@ pub mod settings;
 pub mod status;
 pub mod store;
 pub mod supervisor;
+pub mod telemetry;
 pub mod webhook_delivery;
 pub mod webhook_store;
 pub mod webhooks;

@@ -59,7 +59,7 @@ pub enum SessionStatus {
 }
 
 impl SessionStatus {
-    const ALL: [Self; 8] = [
+    pub const ALL: [Self; 8] = [
         Self::Disconnected,
         Self::Connecting,
         Self::WaitingForQr,

@@ -599,10 +599,7 @@ impl Worker {
             if let Some(event) = page.events.into_iter().next() {
                 match self.deliver(&event).await {
                     Delivery::Delivered => {
-                        self.services
-                            .metrics
-                            .delivered
-                            .fetch_add(1, Ordering::Relaxed);
+                        self.services.telemetry.events_delivered.inc();
                         cursor = event.seq;
                         self.advance(cursor);
                     }
@@ -695,10 +692,7 @@ impl Worker {
                 }
                 Outcome::Retry { reason, after } => {
                     failures += 1;
-                    self.services
-                        .metrics
-                        .failed_attempts
-                        .fetch_add(1, Ordering::Relaxed);
+                    self.services.telemetry.delivery_failures.inc();
                     let delay = webhook_delivery::retry_delay(
                         failures,
                         self.settings.backoff_min,

@@ -149,11 +149,28 @@ async fn serve(
     let body: request::BodyStream = Box::pin(
         body.map(|chunk| chunk.map(|mut buf| -> Bytes { buf.copy_to_bytes(buf.remaining()) })),
     );
-    let response = match answer(&ctx, &method, path.as_str(), &query, headers, body).await {
+    let mut route = "unmatched";
+    let response = match answer(
+        &ctx,
+        &method,
+        path.as_str(),
+        &query,
+        headers,
+        body,
+        &mut route,
+    )
+    .await
+    {
         Ok(response) => response,
         Err(e) => e.into_response(),
     };
     let status = response.status();
+    ctx.gateway.telemetry().observe_http(
+        method.as_str(),
+        route,
+        status.as_u16(),
+        started.elapsed(),
+    );
     if status.is_server_error() {
         tracing::warn!(%method, path = path.as_str(), %status, elapsed = ?started.elapsed(), "request failed");
     } else {
@@ -169,6 +186,7 @@ async fn answer(
     query: &str,
     headers: HeaderMap,
     body: request::BodyStream,
+    route: &mut &'static str,
 ) -> Result<Response, ApiError> {
     if path.len() + query.len() > MAX_TARGET_BYTES {
         return Err(ApiError::UriTooLong(MAX_TARGET_BYTES));
@@ -177,6 +195,7 @@ async fn answer(
         Miss::NotFound => ApiError::NotFound,
         Miss::MethodNotAllowed(allowed) => ApiError::MethodNotAllowed(allowed),
     })?;
+    *route = matched.route.pattern;
     ctx.auth
         .check(matched.route.access, headers.get(header::AUTHORIZATION))?;
     let req = Request::new(matched.params, query, headers, body, ctx.body_limit)?

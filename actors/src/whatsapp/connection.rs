@@ -107,6 +107,7 @@ pub struct ConnectionEnv {
     pub whatsapp: WhatsAppSettings,
     pub slots: Arc<ClientSlots>,
     pub connect_permits: Arc<Semaphore>,
+    pub telemetry: Arc<crate::telemetry::Telemetry>,
 }
 
 /// The session actor's handle on its current connection.
@@ -467,7 +468,11 @@ impl Driver {
     async fn run(self) {
         let exit = match self.build().await {
             Ok((bot, client)) => {
-                let port = WaClient::new(client.clone(), self.env.whatsapp.request_timeout);
+                let port = WaClient::new(
+                    client.clone(),
+                    self.env.whatsapp.request_timeout,
+                    self.env.telemetry.clone(),
+                );
                 let _ = self.client.set(port.clone());
                 self.report(ReportKind::ClientReady(port));
                 let exit = self.connection_loop(bot, &client).await;

@@ -39,6 +39,21 @@ pub enum Operation {
     Logout,
 }
 
+impl Operation {
+    /// The operation's name in metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::GroupQuery => "group_query",
+            Self::GroupChange => "group_change",
+            Self::InviteLink => "invite_link",
+            Self::InviteCode => "invite_code",
+            Self::PairCode => "pair_code",
+            Self::SendMessage => "send_message",
+            Self::Logout => "logout",
+        }
+    }
+}
+
 /// The default retry hint for a rate limit that came without one.
 const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(60);
 

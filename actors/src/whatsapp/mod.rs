@@ -25,6 +25,7 @@ use whatsapp_rust::{
 use crate::error::{GatewayError, Result};
 use crate::group_cache::{CachedGroup, CachedParticipant, ParticipantAction, ParticipantAnswer};
 use crate::model::{ChatJid, GroupJid, InviteInfoView, SentMessage, UserJid};
+use crate::telemetry::Telemetry;
 
 pub use connection::{ClientSlots, Connection};
 pub use errors::{Operation, WaFailure};
@@ -39,6 +40,7 @@ pub use events::{
 pub struct WaClient {
     client: Arc<Client>,
     timeout: Duration,
+    telemetry: Arc<Telemetry>,
 }
 
 impl std::fmt::Debug for WaClient {
@@ -131,8 +133,12 @@ fn cached_group(meta: &GroupMetadata) -> CachedGroup {
 }
 
 impl WaClient {
-    fn new(client: Arc<Client>, timeout: Duration) -> Self {
-        Self { client, timeout }
+    fn new(client: Arc<Client>, timeout: Duration, telemetry: Arc<Telemetry>) -> Self {
+        Self {
+            client,
+            timeout,
+            telemetry,
+        }
     }
 
     pub fn timeout(&self) -> Duration {
@@ -167,14 +173,21 @@ impl WaClient {
         work: impl Future<Output = std::result::Result<T, E>>,
         failure: impl FnOnce(E) -> std::result::Result<WaFailure, GatewayError>,
     ) -> Result<T> {
-        match tokio::time::timeout(self.timeout, work).await {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(e)) => Err(match failure(e) {
-                Ok(f) => errors::meaning(operation, f, self.timeout),
-                Err(direct) => direct,
-            }),
-            Err(_) => Err(GatewayError::WhatsAppTimeout(self.timeout)),
-        }
+        let started = std::time::Instant::now();
+        let (outcome, result) = match tokio::time::timeout(self.timeout, work).await {
+            Ok(Ok(value)) => ("ok", Ok(value)),
+            Ok(Err(e)) => (
+                "error",
+                Err(match failure(e) {
+                    Ok(f) => errors::meaning(operation, f, self.timeout),
+                    Err(direct) => direct,
+                }),
+            ),
+            Err(_) => ("timeout", Err(GatewayError::WhatsAppTimeout(self.timeout))),
+        };
+        self.telemetry
+            .observe_whatsapp(operation.label(), outcome, started.elapsed());
+        result
     }
 
     pub async fn group(&self, jid: &GroupJid) -> Result<CachedGroup> {
