@@ -3,6 +3,7 @@
 //! # Layout
 //!
 //! - [`config`]: `config.toml`, `WAGATE_*` environment variables and flags, loaded once.
+//! - [`pair`]: `wagate pair`, pairing a session of the running server from a terminal.
 //! - [`api`]: the HTTP edge (warp): one module per resource with its filters and handlers,
 //!   `models` for bodies, `errors` for the one mapping of every error to the contract's JSON.
 //! - `wagate_actors` (the `actors/` crate): the supervision tree, persistence and WhatsApp.
@@ -13,6 +14,7 @@
 pub mod api;
 pub mod config;
 pub mod host;
+pub mod pair;
 pub mod server;
 
 use std::future::Future;

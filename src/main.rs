@@ -1,6 +1,6 @@
 //! The `wagate` binary: flags, logging, bind, then [`wagate::run`] until SIGINT or SIGTERM.
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -24,6 +24,27 @@ struct Cli {
     /// Print the effective configuration (secrets redacted) and exit.
     #[arg(long)]
     print_config: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Pair a session of the running server from this terminal (QR code, or pair code with
+    /// --phone); exits 0 once it is logged in.
+    Pair {
+        /// The session to pair (created when it does not exist).
+        session: String,
+        /// Pair by code for this phone number instead of by QR code.
+        #[arg(long, value_name = "NUMBER")]
+        phone: Option<String>,
+        /// The server's base URL (default: from the configuration's listen address).
+        #[arg(long, value_name = "URL")]
+        url: Option<String>,
+        /// Give up after this long (humantime, e.g. 5m).
+        #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+    },
 }
 
 #[tokio::main]
@@ -42,6 +63,28 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(Command::Pair {
+        session,
+        phone,
+        url,
+        timeout,
+    }) = cli.command
+    {
+        init_logging("warn");
+        let args = wagate::pair::PairArgs {
+            session,
+            phone,
+            url,
+            timeout,
+        };
+        return match wagate::pair::run(&config, args).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!("{e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     if cli.print_config {
         use std::io::Write;
         let mut out = std::io::stdout().lock();
