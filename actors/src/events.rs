@@ -20,8 +20,11 @@ const SWEEP_EVERY: Duration = Duration::from_secs(60);
 pub enum EventsMsg {
     /// Appends a batch, all or nothing, durable before the answer (the newest seq).
     Append(Vec<NewEvent>, RpcReplyPort<Result<u64>>),
-    /// Appends without anyone waiting; failures are logged.
+    /// Appends without anyone waiting; failures are logged. Made durable (and visible to
+    /// readers) by the next flush, one flush for every record queued before it.
     Record(Vec<NewEvent>),
+    /// Flushes what `Record` appended and shows it to readers.
+    Flush,
     /// Drops events older than the retention.
     Sweep,
     Inspect(RpcReplyPort<serde_json::Value>),
@@ -43,18 +46,19 @@ pub struct EventsState {
     id: SessionId,
     /// The newest seq in the log.
     head: u64,
+    /// A `Flush` is queued for records appended since the last flush.
+    flush_queued: bool,
     appended: u64,
     messages: Arc<AtomicU64>,
 }
 
 impl EventsState {
-    async fn append(&mut self, events: &[NewEvent]) -> Result<u64> {
+    /// Writes `events` after the head; not yet durable, not yet shown to readers.
+    fn write(&mut self, events: &[NewEvent]) -> Result<()> {
         if events.is_empty() {
-            return Ok(self.head);
+            return Ok(());
         }
-        let session = self.id.as_str();
-        let stored = self.log.append(session, self.head + 1, events)?;
-        self.log.flush().await?;
+        let stored = self.log.append(self.id.as_str(), self.head + 1, events)?;
         if let Some(last) = stored.last() {
             self.head = last.seq;
             self.appended += stored.len() as u64;
@@ -62,8 +66,21 @@ impl EventsState {
                 .telemetry
                 .events_appended
                 .inc_by(stored.len() as u64);
-            self.log.publish_head(session, self.head);
         }
+        Ok(())
+    }
+
+    /// Makes everything written durable, then lets readers see it: a reader never sees an
+    /// event a crash could still take back (and whose seq would then be reused).
+    async fn flush(&mut self) -> Result<()> {
+        self.log.flush().await?;
+        self.log.publish_head(self.id.as_str(), self.head);
+        Ok(())
+    }
+
+    async fn append(&mut self, events: &[NewEvent]) -> Result<u64> {
+        self.write(events)?;
+        self.flush().await?;
         Ok(self.head)
     }
 
@@ -102,6 +119,7 @@ impl Actor for EventsActor {
             log,
             id: args.id,
             head,
+            flush_queued: false,
             appended: 0,
             messages,
         })
@@ -112,6 +130,8 @@ impl Actor for EventsActor {
         myself: ActorRef<Self::Msg>,
         state: &mut Self::State,
     ) -> std::result::Result<(), ActorProcessingErr> {
+        // Records a crashed predecessor wrote but did not flush are shown now.
+        state.flush().await?;
         state.sweep();
         myself.send_interval(SWEEP_EVERY, || EventsMsg::Sweep);
         Ok(())
@@ -119,7 +139,7 @@ impl Actor for EventsActor {
 
     async fn handle(
         &self,
-        _myself: ActorRef<Self::Msg>,
+        myself: ActorRef<Self::Msg>,
         msg: Self::Msg,
         state: &mut Self::State,
     ) -> std::result::Result<(), ActorProcessingErr> {
@@ -133,8 +153,17 @@ impl Actor for EventsActor {
                 let _ = reply.send(result);
             }
             EventsMsg::Record(events) => {
-                if let Err(e) = state.append(&events).await {
+                if let Err(e) = state.write(&events) {
                     tracing::error!(session = %state.id, error = %e, "could not append events");
+                } else if !state.flush_queued {
+                    state.flush_queued = true;
+                    let _ = myself.cast(EventsMsg::Flush);
+                }
+            }
+            EventsMsg::Flush => {
+                state.flush_queued = false;
+                if let Err(e) = state.flush().await {
+                    tracing::error!(session = %state.id, error = %e, "could not flush events");
                 }
             }
             EventsMsg::Sweep => state.sweep(),
