@@ -75,10 +75,21 @@ async fn every_groups_md_endpoint_works_and_changes_whatsapp() {
         .get(&format!("/sessions/a/groups/{gid}"))
         .await
         .expect(200);
+    // groups.md's fields, plus what waxum's clients read: `subject` and `addressing_mode`.
     assert_eq!(
         keys(&group),
-        ["created_at", "jid", "name", "participant_count", "topic"]
+        [
+            "addressing_mode",
+            "created_at",
+            "jid",
+            "name",
+            "participant_count",
+            "subject",
+            "topic"
+        ]
     );
+    assert_eq!(group["subject"], group["name"]);
+    assert_eq!(group["addressing_mode"], "pn");
     assert_eq!(group["jid"], gid);
     assert_eq!(group["participant_count"], 3);
     assert_eq!(group["created_at"], at_wa["creation"]);
@@ -92,22 +103,25 @@ async fn every_groups_md_endpoint_works_and_changes_whatsapp() {
     assert_eq!(
         keys(&info),
         [
+            "addressing_mode",
             "created_at",
             "jid",
             "name",
             "owner",
             "participants",
+            "subject",
             "topic"
         ]
     );
+    assert_eq!(info["subject"], info["name"]);
     assert_eq!(info["owner"], me);
     let parts = info["participants"].as_array().unwrap();
     assert_eq!(parts.len(), 3);
     for p in parts {
-        assert_eq!(keys(p), ["jid", "role"]);
+        assert_eq!(keys(p), ["jid", "phone_number", "role"]);
     }
-    assert!(parts.contains(&json!({"jid": me, "role": "superadmin"})));
-    assert!(parts.contains(&json!({"jid": b, "role": "member"})));
+    assert!(parts.contains(&json!({"jid": me, "role": "superadmin", "phone_number": me})));
+    assert!(parts.contains(&json!({"jid": b, "role": "member", "phone_number": b})));
 
     // Set Group Subject
     let r = api
@@ -211,7 +225,7 @@ async fn every_groups_md_endpoint_works_and_changes_whatsapp() {
         info["participants"]
             .as_array()
             .unwrap()
-            .contains(&json!({"jid": b, "role": "admin"}))
+            .contains(&json!({"jid": b, "role": "admin", "phone_number": b}))
     );
     let r = api
         .request(
@@ -421,7 +435,11 @@ async fn two_sessions_see_each_others_changes_through_notifications() {
             .json();
         info["name"] == "Renamed by a"
             && info["participants"].as_array().is_some_and(|p| {
-                p.contains(&json!({"jid": user("6285500000022"), "role": "admin"}))
+                p.contains(&json!({
+                    "jid": user("6285500000022"),
+                    "role": "admin",
+                    "phone_number": user("6285500000022"),
+                }))
             })
     })
     .await;
@@ -884,4 +902,68 @@ async fn at_signs_emoji_and_control_characters_arrive_exactly_or_are_refused() {
     }
     let stats = sim.stats().await;
     assert_eq!(stats["unknown_iqs"], 0, "{stats}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn waxum_settings_apply_at_whatsapp_on_creation_and_change() {
+    let (sim, server) = setup().await;
+    let api = server.api();
+    let b = sim.user("6285500000002").await;
+    // Creation takes waxum's modes.
+    let gid = api
+        .post_json(
+            "/sessions/a/groups",
+            &json!({
+                "name": "Modes",
+                "participants": [b],
+                "member_add_mode": "admin_add",
+                "membership_approval_mode": "on",
+            }),
+        )
+        .await
+        .expect(200)["group_jid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let at_wa = sim.group(&gid).await;
+    assert_eq!(at_wa["member_add_mode"], "admin_add", "{at_wa}");
+    assert_eq!(at_wa["membership_approval"], true, "{at_wa}");
+
+    // Settings take them too, beside announce and locked.
+    let settings = format!("/sessions/a/groups/{gid}/settings");
+    api.put_json(
+        &settings,
+        &json!({"member_add_mode": "all_member_add", "membership_approval_mode": "off", "announce": true}),
+    )
+    .await
+    .expect(200);
+    let at_wa = sim.group(&gid).await;
+    assert_eq!(at_wa["member_add_mode"], "all_member_add", "{at_wa}");
+    assert_eq!(at_wa["membership_approval"], false, "{at_wa}");
+    assert_eq!(at_wa["announce"], true, "{at_wa}");
+    api.put_json(&settings, &json!({"member_link_mode": "all_member_link"}))
+        .await
+        .expect(200);
+    assert_eq!(sim.group(&gid).await["member_link_mode"], "all_member_link");
+
+    // Values outside waxum's are refused, naming the field.
+    for (field, value) in [
+        ("member_add_mode", "everyone"),
+        ("member_link_mode", "nobody"),
+        ("membership_approval_mode", "maybe"),
+    ] {
+        let message = api
+            .put_json(&settings, &json!({ field: value }))
+            .await
+            .expect_error(400, "validation");
+        assert!(message.contains(field), "{message}");
+        let message = api
+            .post_json("/sessions/a/groups", &json!({"name": "X", field: value}))
+            .await
+            .expect_error(400, "validation");
+        assert!(message.contains(field), "{message}");
+    }
+    api.put_json(&settings, &json!({}))
+        .await
+        .expect_error(400, "validation");
 }

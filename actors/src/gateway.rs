@@ -17,9 +17,9 @@ use crate::groups::GroupsMsg;
 use crate::intensity::Intensity;
 use crate::invites::InvitesMsg;
 use crate::model::{
-    ChatJid, DeviceView, GroupInfoView, GroupJid, GroupSummary, GroupView, InviteInfoView,
-    PairCodeView, ParticipantResult, QrView, SentMessage, SessionId, SessionStatus, SessionView,
-    StatusView, UserJid,
+    ChatJid, DeviceView, GroupInfoView, GroupJid, GroupSettingsChange, GroupSummary, GroupView,
+    InviteInfoView, PairCodeView, ParticipantResult, QrView, SentMessage, SessionId, SessionStatus,
+    SessionView, StatusView, UserJid,
 };
 use crate::services::{Services, Shared};
 use crate::session::{RESTART_REASON, SessionMsg};
@@ -358,10 +358,12 @@ impl Gateway {
         id: &SessionId,
         name: String,
         participants: Vec<UserJid>,
+        settings: GroupSettingsChange,
     ) -> Result<GroupJid> {
         self.call_groups(id, |reply| GroupsMsg::Create {
             name,
             participants,
+            settings,
             reply,
         })
         .await
@@ -483,16 +485,10 @@ impl Gateway {
         &self,
         id: &SessionId,
         jid: GroupJid,
-        announce: Option<bool>,
-        locked: Option<bool>,
+        change: GroupSettingsChange,
     ) -> Result<()> {
-        self.call_groups(id, |reply| GroupsMsg::Settings {
-            jid,
-            announce,
-            locked,
-            reply,
-        })
-        .await
+        self.call_groups(id, |reply| GroupsMsg::Settings { jid, change, reply })
+            .await
     }
 
     /// The group's invite link; `reset` revokes the current one first.

@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use crate::error::GatewayError;
 use crate::model::{
-    GroupChange, GroupInfoView, GroupNotification, GroupSummary, GroupView, ParticipantResult,
-    ParticipantView, UserJid,
+    GroupChange, GroupInfoView, GroupNotification, GroupSettingsChange, GroupSummary, GroupView,
+    ParticipantResult, ParticipantView, UserJid,
 };
 
 /// What the cache keeps of a group.
@@ -26,12 +26,40 @@ pub struct CachedGroup {
     pub locked: bool,
     /// When WhatsApp last answered a query for this group (Unix seconds); 0 marks it stale.
     pub fetched_at: u64,
+    /// `pn` or `lid`: how WhatsApp addresses the group's members.
+    #[serde(default = "pn_addressing")]
+    pub addressing_mode: String,
+    #[serde(default)]
+    pub member_add_mode: Option<String>,
+    #[serde(default)]
+    pub member_link_mode: Option<String>,
+    #[serde(default)]
+    pub membership_approval: bool,
+}
+
+fn pn_addressing() -> String {
+    "pn".into()
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct CachedParticipant {
     pub jid: String,
     pub role: String,
+    /// The phone-number JID, when known.
+    #[serde(default)]
+    pub phone_number: Option<String>,
+}
+
+impl CachedParticipant {
+    /// A participant known by one JID: its phone number is known when that JID is one.
+    pub fn new(jid: String, role: &str) -> Self {
+        let phone_number = jid.ends_with("@s.whatsapp.net").then(|| jid.clone());
+        Self {
+            jid,
+            role: role.to_owned(),
+            phone_number,
+        }
+    }
 }
 
 impl CachedGroup {
@@ -47,9 +75,11 @@ impl CachedGroup {
         GroupView {
             jid: self.jid.clone(),
             name: self.name.clone(),
+            subject: self.name.clone(),
             topic: self.topic.clone().unwrap_or_default(),
             participant_count: self.participants.len(),
             created_at: self.created_at,
+            addressing_mode: self.addressing_mode.clone(),
         }
     }
 
@@ -57,15 +87,18 @@ impl CachedGroup {
         GroupInfoView {
             jid: self.jid.clone(),
             name: self.name.clone(),
+            subject: self.name.clone(),
             topic: self.topic.clone().unwrap_or_default(),
             owner: self.owner.clone(),
             created_at: self.created_at,
+            addressing_mode: self.addressing_mode.clone(),
             participants: self
                 .participants
                 .iter()
                 .map(|p| ParticipantView {
                     jid: p.jid.clone(),
                     role: p.role.clone(),
+                    phone_number: p.phone_number.clone(),
                 })
                 .collect(),
         }
@@ -100,7 +133,7 @@ pub enum Change {
         text: Option<String>,
     },
     Participants(String, ParticipantAction, Vec<String>),
-    Settings(String, Option<bool>, Option<bool>),
+    Settings(String, GroupSettingsChange),
     /// Keep the entry but read it again on the next request.
     Stale(String),
 }
@@ -260,7 +293,17 @@ impl GroupCache {
                 g.topic_id = text.as_ref().map(|_| id);
                 g.topic = text;
             }),
-            Change::Settings(jid, announce, locked) => self.patch(jid, |g| {
+            Change::Settings(jid, change) => self.patch(jid, |g| {
+                if let Some(mode) = change.member_add_mode {
+                    g.member_add_mode = Some(mode.as_str().to_owned());
+                }
+                if let Some(mode) = change.member_link_mode {
+                    g.member_link_mode = Some(mode.as_str().to_owned());
+                }
+                if let Some(on) = change.membership_approval {
+                    g.membership_approval = on;
+                }
+                let (announce, locked) = (change.announce, change.locked);
                 if let Some(a) = announce {
                     g.announce = a;
                 }
@@ -317,8 +360,20 @@ impl GroupCache {
                 id: id.clone(),
                 text: text.clone(),
             },
-            GroupChange::Announce(on) => Change::Settings(jid, Some(*on), None),
-            GroupChange::Locked(on) => Change::Settings(jid, None, Some(*on)),
+            GroupChange::Announce(on) => Change::Settings(
+                jid,
+                GroupSettingsChange {
+                    announce: Some(*on),
+                    ..Default::default()
+                },
+            ),
+            GroupChange::Locked(on) => Change::Settings(
+                jid,
+                GroupSettingsChange {
+                    locked: Some(*on),
+                    ..Default::default()
+                },
+            ),
             GroupChange::JoinRequests { .. } => return NotificationEffect::Nothing,
             GroupChange::Created { .. } => return NotificationEffect::Refetch(jid),
             GroupChange::Other if known => Change::Stale(jid),
@@ -333,10 +388,9 @@ fn apply_participants(group: &mut CachedGroup, action: ParticipantAction, users:
         match action {
             ParticipantAction::Add => {
                 if group.role_of(user).is_none() {
-                    group.participants.push(CachedParticipant {
-                        jid: user.clone(),
-                        role: "member".into(),
-                    });
+                    group
+                        .participants
+                        .push(CachedParticipant::new(user.clone(), "member"));
                 }
             }
             ParticipantAction::Remove => group.participants.retain(|p| &p.jid != user),
@@ -456,18 +510,16 @@ mod tests {
             owner: Some(ME.into()),
             created_at: 1,
             participants: vec![
-                CachedParticipant {
-                    jid: ME.into(),
-                    role: "superadmin".into(),
-                },
-                CachedParticipant {
-                    jid: B.into(),
-                    role: "member".into(),
-                },
+                CachedParticipant::new(ME.into(), "superadmin"),
+                CachedParticipant::new(B.into(), "member"),
             ],
             announce: false,
             locked: false,
             fetched_at: 100,
+            addressing_mode: "pn".into(),
+            member_add_mode: None,
+            member_link_mode: None,
+            membership_approval: false,
         }
     }
 

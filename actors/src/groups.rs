@@ -21,7 +21,8 @@ use crate::group_cache::{
     participant_results,
 };
 use crate::model::{
-    ChatJid, GroupJid, GroupSummary, ParticipantResult, SentMessage, SessionId, UserJid,
+    ChatJid, GroupJid, GroupSettingsChange, GroupSummary, ParticipantResult, SentMessage,
+    SessionId, UserJid,
 };
 use crate::services::Shared;
 use crate::store::CacheKind;
@@ -54,6 +55,7 @@ pub enum GroupsMsg {
     Create {
         name: String,
         participants: Vec<UserJid>,
+        settings: GroupSettingsChange,
         reply: RpcReplyPort<Result<GroupJid>>,
     },
     SetSubject {
@@ -79,8 +81,7 @@ pub enum GroupsMsg {
     },
     Settings {
         jid: GroupJid,
-        announce: Option<bool>,
-        locked: Option<bool>,
+        change: GroupSettingsChange,
         reply: RpcReplyPort<Result<()>>,
     },
     SendText {
@@ -508,9 +509,10 @@ impl Actor for GroupsActor {
             GroupsMsg::Create {
                 name,
                 participants,
+                settings,
                 reply,
             } => state.write(&myself, None, reply, move |client| async move {
-                let group = client.create_group(name, &participants).await?;
+                let group = client.create_group(name, &participants, settings).await?;
                 let jid = GroupJid::parse(&group.jid).ok_or_else(|| GatewayError::WhatsApp {
                     code: None,
                     message: format!("WhatsApp returned an unexpected group id {}", group.jid),
@@ -576,26 +578,27 @@ impl Actor for GroupsActor {
                     ))
                 },
             ),
-            GroupsMsg::Settings {
-                jid,
-                announce,
-                locked,
-                reply,
-            } => state.write(
+            GroupsMsg::Settings { jid, change, reply } => state.write(
                 &myself,
                 Some(jid.clone()),
                 reply,
                 move |client| async move {
-                    if let Some(on) = announce {
+                    if let Some(on) = change.announce {
                         client.set_announce(&jid, on).await?;
                     }
-                    if let Some(on) = locked {
+                    if let Some(on) = change.locked {
                         client.set_locked(&jid, on).await?;
                     }
-                    Ok((
-                        Change::Settings(jid.as_str().to_owned(), announce, locked),
-                        (),
-                    ))
+                    if let Some(mode) = change.member_add_mode {
+                        client.set_member_add_mode(&jid, mode).await?;
+                    }
+                    if let Some(mode) = change.member_link_mode {
+                        client.set_member_link_mode(&jid, mode).await?;
+                    }
+                    if let Some(on) = change.membership_approval {
+                        client.set_membership_approval(&jid, on).await?;
+                    }
+                    Ok((Change::Settings(jid.as_str().to_owned(), change), ()))
                 },
             ),
             GroupsMsg::SendText { jid, text, reply } => {

@@ -485,24 +485,29 @@ pub struct GroupSummary {
     pub participant_count: usize,
 }
 
-/// `GET /groups/{jid}`.
+/// `GET /groups/{jid}`: groups.md's fields, plus `subject` (the same as `name`) and
+/// `addressing_mode` (`pn` or `lid`), which clients written for waxum read.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct GroupView {
     pub jid: String,
     pub name: String,
+    pub subject: String,
     pub topic: String,
     pub participant_count: usize,
     pub created_at: u64,
+    pub addressing_mode: String,
 }
 
-/// `GET /groups/{jid}/info`.
+/// `GET /groups/{jid}/info`, with the same additions.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct GroupInfoView {
     pub jid: String,
     pub name: String,
+    pub subject: String,
     pub topic: String,
     pub owner: Option<String>,
     pub created_at: u64,
+    pub addressing_mode: String,
     pub participants: Vec<ParticipantView>,
 }
 
@@ -510,6 +515,73 @@ pub struct GroupInfoView {
 pub struct ParticipantView {
     pub jid: String,
     pub role: String,
+    /// The participant's phone-number JID when WhatsApp gave it.
+    pub phone_number: Option<String>,
+}
+
+/// Who may add members to a group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemberAddMode {
+    AdminAdd,
+    AllMemberAdd,
+}
+
+impl MemberAddMode {
+    pub fn parse(raw: &str) -> Option<Self> {
+        match raw {
+            "admin_add" => Some(Self::AdminAdd),
+            "all_member_add" => Some(Self::AllMemberAdd),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::AdminAdd => "admin_add",
+            Self::AllMemberAdd => "all_member_add",
+        }
+    }
+}
+
+/// Who may share a group's invite link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemberLinkMode {
+    AdminLink,
+    AllMemberLink,
+}
+
+impl MemberLinkMode {
+    pub fn parse(raw: &str) -> Option<Self> {
+        match raw {
+            "admin_link" => Some(Self::AdminLink),
+            "all_member_link" => Some(Self::AllMemberLink),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::AdminLink => "admin_link",
+            Self::AllMemberLink => "all_member_link",
+        }
+    }
+}
+
+/// A change to a group's settings; absent fields stay as they are.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GroupSettingsChange {
+    pub announce: Option<bool>,
+    pub locked: Option<bool>,
+    pub member_add_mode: Option<MemberAddMode>,
+    pub member_link_mode: Option<MemberLinkMode>,
+    /// Whether joining needs an admin's approval.
+    pub membership_approval: Option<bool>,
+}
+
+impl GroupSettingsChange {
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
 }
 
 /// One participant's outcome of an add or remove.

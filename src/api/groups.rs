@@ -12,7 +12,9 @@ use super::models::{
 use super::request::Request;
 use super::{Ctx, json, success};
 use wagate_actors::invites::invite_code;
-use wagate_actors::model::{GroupJid, GroupSummary, SessionId, UserJid};
+use wagate_actors::model::{
+    GroupJid, GroupSettingsChange, GroupSummary, MemberAddMode, MemberLinkMode, SessionId, UserJid,
+};
 
 /// `GET /groups`.
 #[derive(serde::Serialize)]
@@ -86,9 +88,14 @@ pub async fn create(ctx: &Ctx, req: Request) -> Result<Response, ApiError> {
     let body: CreateGroup = req.json().await?;
     check_subject("name", &body.name)?;
     let participants = user_list(&body.participants, true)?;
+    let settings = modes(
+        body.member_add_mode.as_deref(),
+        body.member_link_mode.as_deref(),
+        body.membership_approval_mode.as_deref(),
+    )?;
     let jid = ctx
         .gateway
-        .create_group(&id, body.name, participants)
+        .create_group(&id, body.name, participants, settings)
         .await?;
     Ok(json(&json!({ "group_jid": jid })))
 }
@@ -217,17 +224,63 @@ pub async fn invite_info(ctx: &Ctx, req: Request) -> Result<Response, ApiError> 
     Ok(json(&info))
 }
 
+/// waxum's setting names and values, checked.
+fn modes(
+    member_add_mode: Option<&str>,
+    member_link_mode: Option<&str>,
+    membership_approval_mode: Option<&str>,
+) -> Result<GroupSettingsChange, ApiError> {
+    let member_add_mode = member_add_mode
+        .map(|raw| {
+            MemberAddMode::parse(raw).ok_or_else(|| {
+                ApiError::validation("member_add_mode", "expected admin_add or all_member_add")
+            })
+        })
+        .transpose()?;
+    let member_link_mode = member_link_mode
+        .map(|raw| {
+            MemberLinkMode::parse(raw).ok_or_else(|| {
+                ApiError::validation("member_link_mode", "expected admin_link or all_member_link")
+            })
+        })
+        .transpose()?;
+    let membership_approval = membership_approval_mode
+        .map(|raw| match raw {
+            "on" => Ok(true),
+            "off" => Ok(false),
+            _ => Err(ApiError::validation(
+                "membership_approval_mode",
+                "expected on or off",
+            )),
+        })
+        .transpose()?;
+    Ok(GroupSettingsChange {
+        member_add_mode,
+        member_link_mode,
+        membership_approval,
+        ..Default::default()
+    })
+}
+
 pub async fn settings(ctx: &Ctx, req: Request) -> Result<Response, ApiError> {
     let (id, jid) = (req.session()?, req.group()?);
     let body: GroupSettings = req.json().await?;
-    if body.announce.is_none() && body.locked.is_none() {
+    let change = GroupSettingsChange {
+        announce: body.announce,
+        locked: body.locked,
+        ..modes(
+            body.member_add_mode.as_deref(),
+            body.member_link_mode.as_deref(),
+            body.membership_approval_mode.as_deref(),
+        )?
+    };
+    if change.is_empty() {
         return Err(ApiError::validation(
             "announce",
-            "give at least one of announce and locked",
+            "give at least one of announce, locked, member_add_mode, member_link_mode and \
+             membership_approval_mode",
         ));
     }
-    ctx.gateway
-        .set_group_settings(&id, jid, body.announce, body.locked)
-        .await?;
+    ctx.gateway.set_group_settings(&id, jid, change).await?;
     Ok(success())
 }

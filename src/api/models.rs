@@ -22,6 +22,9 @@ pub struct CreateGroup {
     pub name: String,
     #[serde(default)]
     pub participants: Vec<String>,
+    pub member_add_mode: Option<String>,
+    pub member_link_mode: Option<String>,
+    pub membership_approval_mode: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -53,6 +56,12 @@ pub struct JoinGroup {
 pub struct GroupSettings {
     pub announce: Option<bool>,
     pub locked: Option<bool>,
+    /// waxum's names: `admin_add` / `all_member_add`.
+    pub member_add_mode: Option<String>,
+    /// `admin_link` / `all_member_link`.
+    pub member_link_mode: Option<String>,
+    /// `on` / `off`.
+    pub membership_approval_mode: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

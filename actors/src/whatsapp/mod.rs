@@ -17,14 +17,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use whatsapp_rust::pair_code::{PairCodeOptions, PairError};
+use whatsapp_rust::types::message::AddressingMode;
 use whatsapp_rust::{
     Client, GroupCreateOptions, GroupDescription, GroupError, GroupMetadata,
-    GroupParticipantOptions, GroupSubject, IqError, Jid, ParticipantType, PreviousDescription,
+    GroupParticipantOptions, GroupSubject, IqError, Jid, MemberAddMode as WaMemberAddMode,
+    MemberLinkMode as WaMemberLinkMode, MembershipApprovalMode, MexError, ParticipantType,
+    PreviousDescription,
 };
 
 use crate::error::{GatewayError, Result};
 use crate::group_cache::{CachedGroup, CachedParticipant, ParticipantAction, ParticipantAnswer};
-use crate::model::{ChatJid, GroupJid, InviteInfoView, SentMessage, UserJid};
+use crate::model::{
+    ChatJid, GroupJid, GroupSettingsChange, InviteInfoView, MemberAddMode, MemberLinkMode,
+    SentMessage, UserJid,
+};
 use crate::telemetry::Telemetry;
 
 pub use connection::{ClientSlots, Connection};
@@ -74,6 +80,7 @@ fn iq_failure(e: &IqError) -> WaFailure {
 fn group_failure(e: GroupError) -> std::result::Result<WaFailure, GatewayError> {
     match e {
         GroupError::Iq(iq) => Ok(iq_failure(&iq)),
+        GroupError::Mex(mex) => mex_failure(mex),
         GroupError::DescriptionConflict => Err(GatewayError::DescriptionConflict),
         GroupError::InvalidRequest(m) => Err(GatewayError::validation("request", m)),
         other => Ok(WaFailure::Other(other.to_string())),
@@ -100,6 +107,44 @@ fn group_jid_of(jid: &Jid) -> Result<GroupJid> {
     })
 }
 
+/// A failed MEX (GraphQL) mutation in the same terms as an IQ's.
+fn mex_failure(e: MexError) -> std::result::Result<WaFailure, GatewayError> {
+    Ok(match e {
+        MexError::Request(iq) => iq_failure(&iq),
+        MexError::ExtensionError { code, message } => match u16::try_from(code) {
+            Ok(code @ 400..=599) => WaFailure::Server {
+                code,
+                text: message,
+                backoff: None,
+            },
+            _ => WaFailure::Other(format!("{code}: {message}")),
+        },
+        other => WaFailure::Other(other.to_string()),
+    })
+}
+
+fn wa_add_mode(mode: MemberAddMode) -> WaMemberAddMode {
+    match mode {
+        MemberAddMode::AdminAdd => WaMemberAddMode::AdminAdd,
+        MemberAddMode::AllMemberAdd => WaMemberAddMode::AllMemberAdd,
+    }
+}
+
+fn wa_link_mode(mode: MemberLinkMode) -> WaMemberLinkMode {
+    match mode {
+        MemberLinkMode::AdminLink => WaMemberLinkMode::AdminLink,
+        MemberLinkMode::AllMemberLink => WaMemberLinkMode::AllMemberLink,
+    }
+}
+
+fn approval_mode(on: bool) -> MembershipApprovalMode {
+    if on {
+        MembershipApprovalMode::On
+    } else {
+        MembershipApprovalMode::Off
+    }
+}
+
 /// What the cache keeps of WhatsApp's group metadata.
 fn cached_group(meta: &GroupMetadata) -> CachedGroup {
     CachedGroup {
@@ -124,11 +169,38 @@ fn cached_group(meta: &GroupMetadata) -> CachedGroup {
                     ParticipantType::Member => "member",
                 }
                 .to_owned(),
+                phone_number: p
+                    .phone_number
+                    .as_ref()
+                    .or((!p.jid.is_lid()).then_some(&p.jid))
+                    .map(|j| j.to_non_ad_string()),
             })
             .collect(),
         announce: meta.is_announcement,
         locked: meta.is_locked,
         fetched_at: crate::unix_now(),
+        addressing_mode: match meta.addressing_mode {
+            AddressingMode::Lid => "lid",
+            AddressingMode::Pn => "pn",
+        }
+        .to_owned(),
+        member_add_mode: meta.member_add_mode.map(|m| {
+            match m {
+                WaMemberAddMode::AdminAdd => MemberAddMode::AdminAdd,
+                WaMemberAddMode::AllMemberAdd => MemberAddMode::AllMemberAdd,
+            }
+            .as_str()
+            .to_owned()
+        }),
+        member_link_mode: meta.member_link_mode.map(|m| {
+            match m {
+                WaMemberLinkMode::AdminLink => MemberLinkMode::AdminLink,
+                WaMemberLinkMode::AllMemberLink => MemberLinkMode::AllMemberLink,
+            }
+            .as_str()
+            .to_owned()
+        }),
+        membership_approval: meta.membership_approval,
     }
 }
 
@@ -215,14 +287,16 @@ impl WaClient {
         Ok(all.values().map(cached_group).collect())
     }
 
+    /// Creates a group; the modes in `settings` are part of the creation.
     pub async fn create_group(
         &self,
         name: String,
         participants: &[UserJid],
+        settings: GroupSettingsChange,
     ) -> Result<CachedGroup> {
         let subject =
             GroupSubject::new(name).map_err(|e| GatewayError::validation("name", e.to_string()))?;
-        let options = GroupCreateOptions {
+        let mut options = GroupCreateOptions {
             subject: subject.into_string(),
             participants: user_jids(participants)?
                 .into_iter()
@@ -230,6 +304,15 @@ impl WaClient {
                 .collect(),
             ..Default::default()
         };
+        if let Some(mode) = settings.member_add_mode {
+            options.member_add_mode = Some(wa_add_mode(mode));
+        }
+        if let Some(mode) = settings.member_link_mode {
+            options.member_link_mode = Some(wa_link_mode(mode));
+        }
+        if let Some(on) = settings.membership_approval {
+            options.membership_approval_mode = Some(approval_mode(on));
+        }
         let groups = self.client.groups();
         let created = self
             .bounded(
@@ -340,6 +423,39 @@ impl WaClient {
         self.bounded(
             Operation::GroupChange,
             groups.set_announce(target, on),
+            group_failure,
+        )
+        .await
+    }
+
+    pub async fn set_member_add_mode(&self, jid: &GroupJid, mode: MemberAddMode) -> Result<()> {
+        let target = parse_jid(jid.as_str(), "group_jid")?;
+        let groups = self.client.groups();
+        self.bounded(
+            Operation::GroupChange,
+            groups.set_member_add_mode(target, wa_add_mode(mode)),
+            group_failure,
+        )
+        .await
+    }
+
+    pub async fn set_member_link_mode(&self, jid: &GroupJid, mode: MemberLinkMode) -> Result<()> {
+        let target = parse_jid(jid.as_str(), "group_jid")?;
+        let groups = self.client.groups();
+        self.bounded(
+            Operation::GroupChange,
+            groups.set_member_link_mode(&target, wa_link_mode(mode)),
+            group_failure,
+        )
+        .await
+    }
+
+    pub async fn set_membership_approval(&self, jid: &GroupJid, on: bool) -> Result<()> {
+        let target = parse_jid(jid.as_str(), "group_jid")?;
+        let groups = self.client.groups();
+        self.bounded(
+            Operation::GroupChange,
+            groups.set_membership_approval(target, approval_mode(on)),
             group_failure,
         )
         .await
