@@ -141,7 +141,7 @@ pub enum Change {
 /// What a notification asks of the cache.
 #[derive(Debug, Clone, PartialEq)]
 pub enum NotificationEffect {
-    Patch(Change),
+    Patch(Box<Change>),
     /// The group is new to this account (or the change cannot be patched): query it.
     Refetch(String),
     /// Nothing the cache holds changed (e.g. a join request).
@@ -379,7 +379,7 @@ impl GroupCache {
             GroupChange::Other if known => Change::Stale(jid),
             GroupChange::Other => return NotificationEffect::Refetch(jid),
         };
-        NotificationEffect::Patch(change)
+        NotificationEffect::Patch(Box::new(change))
     }
 }
 
@@ -554,7 +554,7 @@ mod tests {
             let NotificationEffect::Patch(change) = cache.effect_of(&note(change), Some(ME)) else {
                 panic!("expected a patch");
             };
-            assert_eq!(cache.apply(change, Some(ME)).as_deref(), Some(G));
+            assert_eq!(cache.apply(*change, Some(ME)).as_deref(), Some(G));
         }
         let g = cache.get(G).unwrap();
         assert_eq!(g.name, "New");
@@ -592,7 +592,7 @@ mod tests {
         else {
             panic!("expected a patch");
         };
-        cache.apply(change, Some(ME));
+        cache.apply(*change, Some(ME));
         assert!(!cache.contains(G));
     }
 
@@ -603,7 +603,7 @@ mod tests {
         else {
             panic!("expected a patch");
         };
-        cache.apply(change, None);
+        cache.apply(*change, None);
         assert!(cache.snapshot().fresh_group(G, 100, 300).is_none());
     }
 

@@ -326,7 +326,7 @@ impl GroupsState {
     async fn on_notification(&mut self, myself: &ActorRef<GroupsMsg>, note: &GroupNotification) {
         let own = self.own_user();
         match self.cache.effect_of(note, own.as_deref()) {
-            NotificationEffect::Patch(change) => self.apply(change).await,
+            NotificationEffect::Patch(change) => self.apply(*change).await,
             NotificationEffect::Refetch(jid) => {
                 if let Some(jid) = GroupJid::parse(&jid) {
                     self.fetch(myself, jid, None);
