@@ -147,7 +147,6 @@ async fn main() {
     let server = TestServer::builder()
         .whatsapp_url(sim.url())
         .env("WAGATE_WEBHOOKS_BACKOFF_MAX", "1s")
-        .env("RUST_LOG", "warn")
         .start()
         .await;
     for i in 0..SESSIONS {

@@ -941,6 +941,37 @@ async fn waxum_settings_apply_at_whatsapp_on_creation_and_change() {
     assert_eq!(at_wa["member_add_mode"], "all_member_add", "{at_wa}");
     assert_eq!(at_wa["membership_approval"], false, "{at_wa}");
     assert_eq!(at_wa["announce"], true, "{at_wa}");
+    api.put_json(&settings, &json!({"member_link_mode": "all_member_link"}))
+        .await
+        .expect(200);
+    assert_eq!(sim.group(&gid).await["member_link_mode"], "all_member_link");
+
+    // A LID-addressed group: members still come with their phone numbers.
+    sim.post_ok(&format!("/groups/{gid}/addressing"), json!({"mode": "lid"}))
+        .await;
+    let info = api
+        .get(&format!("/sessions/a/groups/{gid}/info?refresh=true"))
+        .await
+        .expect(200);
+    assert_eq!(info["addressing_mode"], "lid", "{info}");
+    let member = info["participants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["phone_number"] == b)
+        .unwrap_or_else(|| panic!("b with its phone number: {info}"))
+        .clone();
+    assert_eq!(
+        member["jid"],
+        b.as_str(),
+        "members are named by phone number"
+    );
+    assert_eq!(
+        api.get(&format!("/sessions/a/groups/{gid}"))
+            .await
+            .expect(200)["addressing_mode"],
+        "lid"
+    );
 
     // Values outside waxum's are refused, naming the field.
     for (field, value) in [

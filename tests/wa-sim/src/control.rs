@@ -90,6 +90,7 @@ pub async fn handle(sim: &Arc<Sim>, method: &str, path: &str, body: &[u8]) -> Re
             .map(ok)
             .ok_or_else(|| error(404, "not_found", format!("no group {jid}"))),
         ("POST", ["groups", jid, "join-requests"]) => add_join_request(sim, jid, body),
+        ("POST", ["groups", jid, "addressing"]) => set_addressing(sim, jid, body),
         ("DELETE", ["groups", jid, "join-requests", phone]) => remove_join_request(sim, jid, phone),
         (
             _,
@@ -442,6 +443,23 @@ fn remove_join_request(sim: &Arc<Sim>, jid: &str, phone: &str) -> Result<Reply, 
         &mut sim.world(),
         jid,
         phone,
+    ))
+}
+
+#[derive(Deserialize)]
+struct AddressingMode {
+    mode: String,
+}
+
+fn set_addressing(sim: &Arc<Sim>, jid: &str, body: &[u8]) -> Result<Reply, Reply> {
+    let req: AddressingMode = parse(body)?;
+    let mode = crate::groups::Addressing::parse(&req.mode)
+        .ok_or_else(|| error(400, "bad_request", "mode must be \"lid\" or \"pn\""))?;
+    if !crate::groups::set_addressing(&mut sim.world(), jid, mode) {
+        return Err(error(404, "not_found", format!("no group {jid}")));
+    }
+    Ok(ok(
+        json!({ "success": true, "addressing_mode": mode.wire() }),
     ))
 }
 

@@ -1,7 +1,14 @@
 //! Groups: the `w:g2` IQs (create, query, participating, subject, description, leave,
-//! add/remove/promote/demote, invites, settings, join requests), the `w:gp2` notifications
-//! they cause, and fan-out of group messages to member devices. Refuses what WhatsApp refuses: non-admin
-//! changes (403), unknown groups (404), description edits with a stale `prev` (409).
+//! add/remove/promote/demote, invites, settings, join requests), the `member_link_mode`
+//! property WhatsApp changes over MEX (see [`crate::mex`]), the `w:gp2` and `mex`
+//! notifications they cause, and fan-out of group messages to member devices. Refuses what
+//! WhatsApp refuses: non-admin changes (403), unknown groups (404), description edits with a
+//! stale `prev` (409).
+//!
+//! Metadata answers name participants by phone number (`addressing_mode="pn"`, the default)
+//! or, once the control API made the group LID-addressed, as WhatsApp writes LID groups:
+//! `jid` is the account's LID and `phone_number` its PN twin (likewise `creator`/`creator_pn`,
+//! `s_o`/`s_o_pn` and the description's `participant`/`participant_pn`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -43,6 +50,33 @@ impl Role {
     }
 }
 
+/// How a group's metadata names its participants.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Addressing {
+    /// By phone number JID, as WhatsApp did for every group before LIDs.
+    #[default]
+    Pn,
+    /// By LID, with the phone number beside it, as WhatsApp writes LID groups.
+    Lid,
+}
+
+impl Addressing {
+    pub fn wire(self) -> &'static str {
+        match self {
+            Addressing::Pn => "pn",
+            Addressing::Lid => "lid",
+        }
+    }
+
+    pub fn parse(mode: &str) -> Option<Self> {
+        match mode {
+            "pn" => Some(Addressing::Pn),
+            "lid" => Some(Addressing::Lid),
+            _ => None,
+        }
+    }
+}
+
 /// A simulated group.
 pub struct Group {
     /// Bare id, e.g. `120363000000000001`.
@@ -61,7 +95,9 @@ pub struct Group {
     pub ephemeral: u32,
     pub approval: bool,
     pub member_add_mode: String,
+    /// `admin_link` or `all_member_link`: who may see and share the invite link.
     pub member_link_mode: String,
+    pub addressing: Addressing,
     pub invite_code: String,
     /// Pending join requests: (phone, request time), oldest first.
     pub pending_requests: Vec<(String, u64)>,
@@ -96,12 +132,45 @@ impl Group {
         self.participants.retain(|(p, _)| p != phone);
     }
 
-    fn node(&self) -> Node {
+    /// How `phone` is named in this group's metadata: its JID in the group's addressing,
+    /// plus the PN twin when that JID is a LID. A phone with no account (so no known LID)
+    /// stays PN-addressed rather than being left out of the answer.
+    fn person(&self, world: &World, phone: &str) -> (String, Option<String>) {
+        let lid = match self.addressing {
+            Addressing::Pn => None,
+            Addressing::Lid => world.accounts.get(phone).map(|a| format!("{}@lid", a.lid)),
+        };
+        match lid {
+            Some(lid) => (lid, Some(pn(phone))),
+            None => (pn(phone), None),
+        }
+    }
+
+    /// Sets `key` to `phone`'s JID and `pn_key` to its PN twin when the group is LID-addressed.
+    fn person_attrs(
+        &self,
+        world: &World,
+        b: NodeBuilder,
+        key: &'static str,
+        pn_key: &'static str,
+        phone: &str,
+    ) -> NodeBuilder {
+        let (jid, pn_twin) = self.person(world, phone);
+        let b = b.attr(key, jid);
+        match pn_twin {
+            Some(p) => b.attr(pn_key, p),
+            None => b,
+        }
+    }
+
+    /// The `<group>` metadata node (query, participating, create and invite-info answers).
+    fn node(&self, world: &World) -> Node {
         let mut kids: Vec<Node> = self
             .participants
             .iter()
             .map(|(phone, role)| {
-                let mut b = NodeBuilder::new("participant").attr("jid", pn(phone));
+                let b = NodeBuilder::new("participant");
+                let mut b = self.person_attrs(world, b, "jid", "phone_number", phone);
                 if let Some(t) = role.wire() {
                     b = b.attr("type", t);
                 }
@@ -109,10 +178,9 @@ impl Group {
             })
             .collect();
         if let Some((id, body, author, t)) = &self.description {
+            let b = NodeBuilder::new("description").attr("id", id.clone());
             kids.push(
-                NodeBuilder::new("description")
-                    .attr("id", id.clone())
-                    .attr("participant", pn(author))
+                self.person_attrs(world, b, "participant", "participant_pn", author)
                     .attr("t", t.to_string())
                     .children([NodeBuilder::new("body")
                         .string_content(body.as_str())
@@ -150,20 +218,20 @@ impl Group {
                 .string_content(self.member_link_mode.as_str())
                 .build(),
         );
-        NodeBuilder::new("group")
+        let b = NodeBuilder::new("group")
             .attr("id", self.id.clone())
             .attr("subject", self.subject.clone())
-            .attr("s_t", self.subject_time.to_string())
-            .attr("s_o", pn(&self.subject_owner))
-            .attr("creation", self.creation.to_string())
-            .attr("creator", pn(&self.creator))
-            .attr("addressing_mode", "pn")
+            .attr("s_t", self.subject_time.to_string());
+        let b = self.person_attrs(world, b, "s_o", "s_o_pn", &self.subject_owner);
+        let b = b.attr("creation", self.creation.to_string());
+        self.person_attrs(world, b, "creator", "creator_pn", &self.creator)
+            .attr("addressing_mode", self.addressing.wire())
             .attr("size", self.participants.len().to_string())
             .children(kids)
             .build()
     }
 
-    fn json(&self) -> Value {
+    fn json(&self, world: &World) -> Value {
         json!({
             "jid": self.jid(),
             "subject": self.subject,
@@ -171,8 +239,10 @@ impl Group {
             "creation": self.creation,
             "description": self.description.as_ref().map(|d| d.1.clone()),
             "description_id": self.description.as_ref().map(|d| d.0.clone()),
+            "addressing_mode": self.addressing.wire(),
             "participants": self.participants.iter().map(|(p, r)| json!({
                 "jid": pn(p),
+                "lid": world.accounts.get(p).map(|a| format!("{}@lid", a.lid)),
                 "phone_number": p,
                 "role": r.name(),
             })).collect::<Vec<_>>(),
@@ -181,6 +251,7 @@ impl Group {
             "ephemeral": self.ephemeral,
             "membership_approval": self.approval,
             "member_add_mode": self.member_add_mode,
+            "member_link_mode": self.member_link_mode,
             "invite_code": self.invite_code,
             "join_requests": self.pending_requests.iter().map(|(p, t)| json!({
                 "jid": pn(p),
@@ -243,29 +314,43 @@ fn notify(world: &mut World, gid: &str, actor: (&str, u16), action: Node, extra:
 /// Sends a `w:gp2` notification about `group` to the devices of `phones` only (except the
 /// actor's own device): admin-only news such as join requests.
 fn notify_to(world: &mut World, gid: &str, actor: (&str, u16), action: Node, phones: Vec<String>) {
-    let Some(group) = world.groups.get_mut(gid) else {
+    let Some(id) = next_notification_id(world, gid) else {
         return;
     };
-    group.notification_seq += 1;
-    let id = format!(
-        "{}{}",
-        group.id.len(),
-        group.notification_seq * 7 + now_secs() % 1000
-    );
-    let notify_name = world
-        .accounts
-        .get(actor.0)
-        .map(|a| a.push_name.clone())
-        .unwrap_or_default();
     let stanza = NodeBuilder::new("notification")
         .attr("from", format!("{gid}@g.us"))
         .attr("type", "w:gp2")
         .attr("id", id)
         .attr("participant", pn(actor.0))
-        .attr("notify", notify_name)
+        .attr("notify", push_name(world, actor.0))
         .attr("t", now_secs().to_string())
         .children([action])
         .build();
+    fan_out(world, actor, stanza, phones);
+}
+
+/// A fresh notification id for `gid`; `None` for an unknown group.
+fn next_notification_id(world: &mut World, gid: &str) -> Option<String> {
+    let group = world.groups.get_mut(gid)?;
+    group.notification_seq += 1;
+    Some(format!(
+        "{}{}",
+        group.id.len(),
+        group.notification_seq * 7 + now_secs() % 1000
+    ))
+}
+
+fn push_name(world: &World, phone: &str) -> String {
+    world
+        .accounts
+        .get(phone)
+        .map(|a| a.push_name.clone())
+        .unwrap_or_default()
+}
+
+/// Delivers `stanza` to every device of `phones` except the actor's own device, which made
+/// the change and needs no news of it.
+fn fan_out(world: &mut World, actor: (&str, u16), stanza: Node, phones: Vec<String>) {
     for phone in phones {
         let devices: Vec<u16> = world
             .accounts
@@ -311,7 +396,7 @@ pub async fn handle_iq(ctx: &Ctx, node: &Node, first: &str) -> bool {
                 .groups
                 .values()
                 .filter(|g| g.role(&phone).is_some())
-                .map(Group::node)
+                .map(|g| g.node(&world))
                 .collect();
             Ok(vec![NodeBuilder::new("groups").children(groups).build()])
         }
@@ -404,11 +489,12 @@ fn create(world: &mut World, phone: &str, device: u16, action: &Node) -> Node {
         member_link_mode: child(action, "member_link_mode")
             .and_then(text)
             .unwrap_or_else(|| "admin_link".into()),
+        addressing: Addressing::Pn,
         invite_code: new_invite_code(),
         pending_requests: Vec::new(),
         notification_seq: 0,
     };
-    let node = group.node();
+    let node = group.node(world);
     world.groups.insert(gid.clone(), group);
     let create_action = NodeBuilder::new("create").children([node.clone()]).build();
     notify(world, &gid, (phone, device), create_action, &[]);
@@ -467,7 +553,7 @@ fn invite_info(world: &World, code: &str) -> IqReply {
         .values()
         .find(|g| g.invite_code == code)
         .ok_or(NOT_FOUND)?;
-    Ok(vec![group.node()])
+    Ok(vec![group.node(world)])
 }
 
 fn join(world: &mut World, phone: &str, device: u16, code: &str) -> IqReply {
@@ -522,7 +608,7 @@ fn on_group(
         return Err(FORBIDDEN);
     }
     match first {
-        "query" => Ok(vec![group.node()]),
+        "query" => Ok(vec![group.node(world)]),
         "subject" if is_set => {
             if group.locked && !is_admin {
                 return Err(FORBIDDEN);
@@ -999,6 +1085,80 @@ fn request_to_join(world: &mut World, gid: &str, requester: (&str, u16)) {
     tracing::info!(group = %gid, requester = phone, "join request recorded");
 }
 
+/// A refused MEX group change: the GraphQL `error_code` and message for the answer.
+pub type MexRefusal = (u16, &'static str);
+
+/// Op name of the `mex` notification WhatsApp sends members when `member_link_mode` changes.
+const MEMBER_LINK_NOTIFICATION: &str = "NotificationGroupMemberLinkPropertyUpdate";
+
+/// `xwa2_group_update_property` with a `member_link_mode` update; `mode` is `admin_link` or
+/// `all_member_link`. Only admins may change it (403 otherwise, as for the `w:g2`
+/// settings). WhatsApp tells the other members' devices with a `mex` notification, not a
+/// `w:gp2` one, so the sim does the same. Returns the group JID for the answer.
+pub fn set_member_link_mode(
+    world: &mut World,
+    group_jid: &str,
+    actor: (&str, u16),
+    mode: &str,
+) -> Result<String, MexRefusal> {
+    let gid = group_id(group_jid).ok_or((400, "bad-request"))?;
+    let jid = format!("{gid}@g.us");
+    let members = {
+        let group = world.groups.get_mut(&gid).ok_or((404, "item-not-found"))?;
+        if !group.role(actor.0).is_some_and(Role::is_admin) {
+            return Err((403, "not-authorized"));
+        }
+        group.member_link_mode = mode.to_string();
+        group.members()
+    };
+    tracing::info!(group = %gid, by = actor.0, mode, "member_link_mode changed");
+    let Some(id) = next_notification_id(world, &gid) else {
+        return Ok(jid);
+    };
+    let Some(group) = world.groups.get(&gid) else {
+        return Ok(jid);
+    };
+    let (by, by_pn) = group.person(world, actor.0);
+    // The shape WhatsApp Web's group-property handler reads: the group, its addressing,
+    // the changed property in MEX (upper-case) vocabulary, a millisecond time and the author.
+    let payload = json!({
+        "data": {
+            "xwa2_notify_group_on_prop_change": {
+                "id": jid,
+                "lid_migration_state": {
+                    "addressing_mode": group.addressing.wire().to_ascii_uppercase(),
+                },
+                "properties": { "member_link_mode": mode.to_ascii_uppercase() },
+                "update_time": now_millis().to_string(),
+                "updated_by": {
+                    "id": by,
+                    "notify_name": push_name(world, actor.0),
+                    "pn": by_pn,
+                },
+            }
+        }
+    });
+    let stanza = NodeBuilder::new("notification")
+        .attr("from", jid.clone())
+        .attr("type", "mex")
+        .attr("id", id)
+        .attr("t", now_secs().to_string())
+        .children([NodeBuilder::new("update")
+            .attr("op_name", MEMBER_LINK_NOTIFICATION)
+            .bytes(payload.to_string().into_bytes())
+            .build()])
+        .build();
+    fan_out(world, actor, stanza, members);
+    Ok(jid)
+}
+
+fn now_millis() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or_default()
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum JoinRequestError {
     #[error("{0}")]
@@ -1063,11 +1223,31 @@ pub fn revoke_join_request(
 
 /// `GET /control/groups`.
 pub fn list_json(sim: &Arc<Sim>) -> Value {
-    Value::Array(sim.world().groups.values().map(Group::json).collect())
+    let world = sim.world();
+    Value::Array(world.groups.values().map(|g| g.json(&world)).collect())
 }
 
 /// `GET /control/groups/{jid}` (bare id or `…@g.us`).
 pub fn get_json(sim: &Arc<Sim>, jid: &str) -> Option<Value> {
     let id = jid.split('@').next().unwrap_or(jid);
-    sim.world().groups.get(id).map(Group::json)
+    let world = sim.world();
+    world.groups.get(id).map(|g| g.json(&world))
+}
+
+/// `POST /control/groups/{jid}/addressing`: from now on metadata answers name the
+/// participants in `addressing`. False for an unknown group.
+pub fn set_addressing(world: &mut World, jid: &str, addressing: Addressing) -> bool {
+    let id = jid.split('@').next().unwrap_or(jid);
+    match world.groups.get_mut(id) {
+        Some(group) => {
+            group.addressing = addressing;
+            tracing::info!(
+                group = id,
+                mode = addressing.wire(),
+                "group addressing changed"
+            );
+            true
+        }
+        None => false,
+    }
 }

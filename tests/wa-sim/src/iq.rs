@@ -1,6 +1,7 @@
 //! Answers to the IQs a logged-in (or pairing) client sends: passive/active, app-state
-//! sync, prekey upload/fetch/digest, usync, abt, blocklist, privacy, pings, logout and the
-//! pair-code stages. Anything unknown gets a well-formed 501 and is counted.
+//! sync, prekey upload/fetch/digest, usync, abt, blocklist, privacy, pings, logout, the
+//! pair-code stages, groups (`w:g2`) and MEX (`w:mex`). Anything unknown gets a well-formed
+//! 501 and is counted.
 
 use wacore_binary::builder::NodeBuilder;
 use wacore_binary::node::Node;
@@ -80,6 +81,7 @@ pub async fn handle(ctx: &Ctx, node: &Node) {
             true
         }
         "w:g2" => crate::groups::handle_iq(ctx, node, &first).await,
+        "w:mex" => crate::mex::handle_iq(ctx, node),
         _ => false,
     };
     if !handled {

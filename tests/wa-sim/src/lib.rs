@@ -16,6 +16,9 @@
 //! sim.shutdown().await;
 //! # Ok(()) }
 //! ```
+//! Groups also take WhatsApp's MEX (`w:mex`) group property update for `member_link_mode`
+//! (answered with GraphQL JSON; members hear of it in a `type="mex"` notification).
+//!
 //! No stanza is dropped silently. Text that `wacore-binary` writes as a JID pair
 //! (`Team @ Office`) is read back as text, as WhatsApp reads it; an IQ the sim cannot decode
 //! gets `400 bad-request` and one it does not know `501`; any other stanza it cannot decode
@@ -40,7 +43,8 @@
 //! | `POST /control/faults` | `{"kind":"drop_socket","phone_number","device"?}`, `{"kind":"stall","duration_ms","phone_number"?}`, `{"kind":"iq_error","xmlns","code","text"?,"count"?}`, `{"kind":"stream_error","phone_number","device"?,"error":"conflict"\|"replaced"\|"device_removed"\|"<code>"}` -> `{"success":true,"affected"?}` |
 //! | `DELETE /control/faults` | clears every fault |
 //! | `GET /control/stats` | `{"connections","active_connections","handshakes","logins","pairings","unlinks","iqs":{"xmlns/child":n},"unknown_iqs","messages_routed","messages_acked","group_queries":{"gid@g.us":n}}` |
-//! | `GET /control/groups`, `GET /control/groups/{jid}` | group snapshots (subject, participants with roles, settings, invite code, `"join_requests":[{"jid","phone_number","request_time"}]`) |
+//! | `GET /control/groups`, `GET /control/groups/{jid}` | group snapshots (subject, `"participants":[{"jid","lid","phone_number","role"}]`, settings `"locked"`, `"announce"`, `"ephemeral"`, `"membership_approval"`, `"member_add_mode"`, `"member_link_mode"` (`admin_link`\|`all_member_link`), `"addressing_mode"` (`pn`\|`lid`), invite code, `"join_requests":[{"jid","phone_number","request_time"}]`) |
+//! | `POST /control/groups/{jid}/addressing` `{"mode":"lid"\|"pn"}` | `{"success":true,"addressing_mode"}`: metadata answers now name participants by LID with `phone_number` (and `creator_pn`, `s_o_pn`, `participant_pn`), `addressing_mode="lid"`; default `pn`. Notifications and message routing stay PN-addressed. 400 for another mode, 404 for an unknown group |
 //! | `POST /control/groups/{jid}/join-requests` `{"phone_number"}` | `{"success":true}`: that account asks to join; admins' devices get `<created_membership_requests>`; 404 for an unknown group/account, 409 for a member |
 //! | `DELETE /control/groups/{jid}/join-requests/{phone}` | `{"success":true}`: the request is withdrawn; admins (and the requester) get `<revoked_membership_requests>`; 404 when none is pending |
 //!
@@ -72,6 +76,7 @@ mod dispatch;
 mod groups;
 mod iq;
 mod messages;
+mod mex;
 mod nodes;
 mod noise;
 mod pairing;
