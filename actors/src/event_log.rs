@@ -1,19 +1,19 @@
-//! The durable per-session event log in sled: one tree of events keyed `session/seq`, one of
-//! idempotency keys (so a redelivered WhatsApp message never makes a second event), and one
-//! of floors (the highest seq retention dropped). Each session has exactly one writer, its
-//! `events` actor; readers (pull, SSE, webhook workers) read the trees directly and wait for
-//! new events on the session's head watch.
+//! The durable per-session event log in sled. The `events` tree holds the events, keyed
+//! `session/seq`, and beside them, keyed `session#key`, the idempotency keys that keep a
+//! redelivered WhatsApp message from making a second event: one tree, so that an event and its
+//! key are written by one atomic batch (sled's multi-tree transactions can deadlock against
+//! concurrent flushes). The `event_floors` tree keeps the highest seq retention dropped. Each
+//! session has exactly one writer, its `events` actor; readers (pull, SSE, webhook workers)
+//! read the tree directly and wait for new events on the session's head watch.
 
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
-use sled::Transactional;
-use sled::transaction::{ConflictableTransactionError, TransactionError};
 use tokio::sync::watch;
 
-use crate::error::{GatewayError, Result};
+use crate::error::Result;
 
 /// Every event type of the contract, in its order.
 pub const EVENT_TYPES: [&str; 9] = [
@@ -130,8 +130,14 @@ fn seq_of(key: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(tail.try_into().ok()?))
 }
 
+fn key_prefix(session: &str) -> Vec<u8> {
+    let mut p = session.as_bytes().to_vec();
+    p.push(b'#');
+    p
+}
+
 fn idempotency_entry(session: &str, key: &str) -> Vec<u8> {
-    let mut k = prefix(session);
+    let mut k = key_prefix(session);
     k.extend_from_slice(key.as_bytes());
     k
 }
@@ -144,7 +150,6 @@ pub fn new_event_id() -> String {
 pub struct EventLog {
     db: sled::Db,
     events: sled::Tree,
-    idempotency: sled::Tree,
     floors: sled::Tree,
     heads: Mutex<HashMap<String, watch::Sender<u64>>>,
 }
@@ -153,7 +158,6 @@ impl EventLog {
     pub fn open(db: &sled::Db) -> Result<Arc<Self>> {
         Ok(Arc::new(Self {
             events: db.open_tree("events")?,
-            idempotency: db.open_tree("event_keys")?,
             floors: db.open_tree("event_floors")?,
             db: db.clone(),
             heads: Mutex::new(HashMap::new()),
@@ -193,46 +197,42 @@ impl EventLog {
         events: &[NewEvent],
     ) -> Result<Vec<StoredEvent>> {
         let appended_at = crate::unix_now();
-        let result = (&self.events, &self.idempotency).transaction(|(log, keys)| {
-            let mut seq = next_seq;
-            let mut out = Vec::with_capacity(events.len());
-            let mut in_batch = HashSet::new();
-            for event in events {
-                if let Some(key) = &event.idempotency_key {
-                    let entry = idempotency_entry(session, key);
-                    if keys.get(&entry)?.is_some() || !in_batch.insert(entry.clone()) {
-                        continue;
-                    }
-                    keys.insert(entry, &seq.to_be_bytes())?;
+        let mut batch = sled::Batch::default();
+        let mut seq = next_seq;
+        let mut out = Vec::with_capacity(events.len());
+        let mut in_batch = HashSet::new();
+        for event in events {
+            if let Some(key) = &event.idempotency_key {
+                let entry = idempotency_entry(session, key);
+                // One writer per session: nothing can add this key between the read and the
+                // batch.
+                if self.events.get(&entry)?.is_some() || !in_batch.insert(entry.clone()) {
+                    continue;
                 }
-                let id = new_event_id();
-                let envelope = serde_json::to_vec(&Envelope {
-                    id: &id,
-                    seq,
-                    kind: event.kind,
-                    session,
-                    occurred_at: event.occurred_at,
-                    data: &event.data,
-                })
-                .map_err(|e| ConflictableTransactionError::Abort(e.to_string()))?;
-                let stored = StoredEvent {
-                    seq,
-                    kind: event.kind.to_owned(),
-                    appended_at,
-                    envelope,
-                    idempotency_key: event.idempotency_key.clone(),
-                };
-                log.insert(event_key(session, seq), stored.encode())?;
-                out.push(stored);
-                seq += 1;
+                batch.insert(entry, &seq.to_be_bytes());
             }
-            Ok(out)
-        });
-        match result {
-            Ok(out) => Ok(out),
-            Err(TransactionError::Abort(e)) => Err(GatewayError::Storage(e)),
-            Err(TransactionError::Storage(e)) => Err(e.into()),
+            let id = new_event_id();
+            let envelope = serde_json::to_vec(&Envelope {
+                id: &id,
+                seq,
+                kind: event.kind,
+                session,
+                occurred_at: event.occurred_at,
+                data: &event.data,
+            })?;
+            let stored = StoredEvent {
+                seq,
+                kind: event.kind.to_owned(),
+                appended_at,
+                envelope,
+                idempotency_key: event.idempotency_key.clone(),
+            };
+            batch.insert(event_key(session, seq), stored.encode());
+            out.push(stored);
+            seq += 1;
         }
+        self.events.apply_batch(batch)?;
+        Ok(out)
     }
 
     /// Makes every append so far durable.
@@ -319,8 +319,7 @@ impl EventLog {
     pub fn expire(&self, session: &str, cutoff: u64) -> Result<usize> {
         let mut dropped = 0;
         let mut floor = None;
-        let mut events = sled::Batch::default();
-        let mut keys = sled::Batch::default();
+        let mut batch = sled::Batch::default();
         for item in self.events.scan_prefix(prefix(session)) {
             let (key, value) = item?;
             let Some(seq) = seq_of(&key) else { continue };
@@ -328,12 +327,12 @@ impl EventLog {
                 Some(e) if e.appended_at >= cutoff => break,
                 Some(e) => {
                     if let Some(k) = &e.idempotency_key {
-                        keys.remove(idempotency_entry(session, k));
+                        batch.remove(idempotency_entry(session, k));
                     }
                 }
                 None => {}
             }
-            events.remove(key);
+            batch.remove(key);
             floor = Some(seq);
             dropped += 1;
         }
@@ -342,21 +341,20 @@ impl EventLog {
             // reads never return, rather than a gap that looks like an empty log.
             self.floors
                 .insert(session.as_bytes(), &floor.to_be_bytes())?;
-            self.events.apply_batch(events)?;
-            self.idempotency.apply_batch(keys)?;
+            self.events.apply_batch(batch)?;
         }
         Ok(dropped)
     }
 
     /// Erases a deleted session's log.
     pub fn delete_session(&self, session: &str) -> Result<()> {
-        for tree in [&self.events, &self.idempotency] {
-            let mut batch = sled::Batch::default();
-            for key in tree.scan_prefix(prefix(session)).keys() {
+        let mut batch = sled::Batch::default();
+        for p in [prefix(session), key_prefix(session)] {
+            for key in self.events.scan_prefix(p).keys() {
                 batch.remove(key?);
             }
-            tree.apply_batch(batch)?;
         }
+        self.events.apply_batch(batch)?;
         self.floors.remove(session.as_bytes())?;
         self.heads
             .lock()
@@ -398,24 +396,15 @@ impl EventLog {
         let mut out: Vec<String> = Vec::new();
         for key in self.events.iter().keys() {
             let key = key?;
-            let Some(cut) = key.len().checked_sub(9) else {
+            let Some(end) = key.iter().position(|b| *b == b'/' || *b == b'#') else {
                 continue;
             };
-            let name = String::from_utf8_lossy(&key[..cut]).into_owned();
-            if out.last() != Some(&name) {
+            let name = String::from_utf8_lossy(&key[..end]).into_owned();
+            if !out.contains(&name) {
                 out.push(name);
             }
         }
         Ok(out)
-    }
-
-    /// Events appended and not yet dropped, over all sessions (for metrics).
-    pub fn len(&self) -> usize {
-        self.events.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.events.is_empty()
     }
 }
 
