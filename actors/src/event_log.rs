@@ -1,10 +1,14 @@
 //! The durable per-session event log in sled. The `events` tree holds the events, keyed
 //! `session/seq`, and beside them, keyed `session#key`, the idempotency keys that keep a
-//! redelivered WhatsApp message from making a second event: one tree, so that an event and its
-//! key are written by one atomic batch (sled's multi-tree transactions can deadlock against
-//! concurrent flushes). The `event_floors` tree keeps the highest seq retention dropped. Each
-//! session has exactly one writer, its `events` actor; readers (pull, SSE, webhook workers)
-//! read the tree directly and wait for new events on the session's head watch.
+//! redelivered WhatsApp message from making a second event. The `event_floors` tree keeps the
+//! highest seq retention dropped. Each session has exactly one writer, its `events` actor;
+//! readers (pull, SSE, webhook workers) read the tree directly and wait for new events on the
+//! session's head watch.
+//!
+//! Every write is a plain insert or remove: sled 0.34's batches and transactions take a global
+//! lock that deadlocks against concurrent flushes under load. An event is written before its
+//! key, and each event record carries its key, so after a crash the writer restores the keys
+//! of the log's tail ([`EventLog::restore_keys`]) before it appends again.
 
 use serde::Serialize;
 use serde_json::Value;
@@ -197,20 +201,22 @@ impl EventLog {
         events: &[NewEvent],
     ) -> Result<Vec<StoredEvent>> {
         let appended_at = crate::unix_now();
-        let mut batch = sled::Batch::default();
         let mut seq = next_seq;
         let mut out = Vec::with_capacity(events.len());
         let mut in_batch = HashSet::new();
         for event in events {
-            if let Some(key) = &event.idempotency_key {
-                let entry = idempotency_entry(session, key);
-                // One writer per session: nothing can add this key between the read and the
-                // batch.
-                if self.events.get(&entry)?.is_some() || !in_batch.insert(entry.clone()) {
-                    continue;
+            let entry = match &event.idempotency_key {
+                Some(key) => {
+                    let entry = idempotency_entry(session, key);
+                    // One writer per session: nothing can add this key between the read and
+                    // the write.
+                    if self.events.get(&entry)?.is_some() || !in_batch.insert(entry.clone()) {
+                        continue;
+                    }
+                    Some(entry)
                 }
-                batch.insert(entry, &seq.to_be_bytes());
-            }
+                None => None,
+            };
             let id = new_event_id();
             let envelope = serde_json::to_vec(&Envelope {
                 id: &id,
@@ -227,18 +233,40 @@ impl EventLog {
                 envelope,
                 idempotency_key: event.idempotency_key.clone(),
             };
-            batch.insert(event_key(session, seq), stored.encode());
+            self.events
+                .insert(event_key(session, seq), stored.encode())?;
+            if let Some(entry) = entry {
+                self.events.insert(entry, &seq.to_be_bytes())?;
+            }
             out.push(stored);
             seq += 1;
         }
-        self.events.apply_batch(batch)?;
         Ok(out)
+    }
+
+    /// Writes back the idempotency keys of the last `tail` events, which a crash between an
+    /// event and its key may have lost. Run by the writer before it appends.
+    pub fn restore_keys(&self, session: &str, tail: usize) -> Result<usize> {
+        let mut restored = 0;
+        for item in self.events.scan_prefix(prefix(session)).rev().take(tail) {
+            let (key, value) = item?;
+            let Some(event) = seq_of(&key).and_then(|seq| StoredEvent::decode(seq, &value)) else {
+                continue;
+            };
+            if let Some(k) = &event.idempotency_key {
+                let entry = idempotency_entry(session, k);
+                if self.events.get(&entry)?.is_none() {
+                    self.events.insert(entry, &event.seq.to_be_bytes())?;
+                    restored += 1;
+                }
+            }
+        }
+        Ok(restored)
     }
 
     /// Makes every append so far durable.
     pub async fn flush(&self) -> Result<()> {
-        self.db.flush_async().await?;
-        Ok(())
+        crate::store::flush_db(&self.db).await
     }
 
     /// Up to `limit` events after `after` whose type passes `types` (all when `None`),
@@ -319,7 +347,7 @@ impl EventLog {
     pub fn expire(&self, session: &str, cutoff: u64) -> Result<usize> {
         let mut dropped = 0;
         let mut floor = None;
-        let mut batch = sled::Batch::default();
+        let mut doomed = Vec::new();
         for item in self.events.scan_prefix(prefix(session)) {
             let (key, value) = item?;
             let Some(seq) = seq_of(&key) else { continue };
@@ -327,12 +355,12 @@ impl EventLog {
                 Some(e) if e.appended_at >= cutoff => break,
                 Some(e) => {
                     if let Some(k) = &e.idempotency_key {
-                        batch.remove(idempotency_entry(session, k));
+                        doomed.push(idempotency_entry(session, k).into());
                     }
                 }
                 None => {}
             }
-            batch.remove(key);
+            doomed.push(key);
             floor = Some(seq);
             dropped += 1;
         }
@@ -341,20 +369,20 @@ impl EventLog {
             // reads never return, rather than a gap that looks like an empty log.
             self.floors
                 .insert(session.as_bytes(), &floor.to_be_bytes())?;
-            self.events.apply_batch(batch)?;
+            for key in doomed {
+                self.events.remove(key)?;
+            }
         }
         Ok(dropped)
     }
 
     /// Erases a deleted session's log.
     pub fn delete_session(&self, session: &str) -> Result<()> {
-        let mut batch = sled::Batch::default();
         for p in [prefix(session), key_prefix(session)] {
             for key in self.events.scan_prefix(p).keys() {
-                batch.remove(key?);
+                self.events.remove(key?)?;
             }
         }
-        self.events.apply_batch(batch)?;
         self.floors.remove(session.as_bytes())?;
         self.heads
             .lock()
@@ -528,6 +556,50 @@ mod tests {
         // Dropped idempotency keys go too; new appends continue after the floor.
         let next = log.append("s", 11, &[event("message.received", Some("k"))]);
         assert_eq!(next.unwrap()[0].seq, 11);
+    }
+
+    #[test]
+    fn keys_lost_in_a_crash_are_restored_from_the_records() {
+        let (log, _dir) = log();
+        log.append("s", 1, &[event("message.received", Some("k"))])
+            .unwrap();
+        // As if a crash hit between the event and its key.
+        log.events.remove(idempotency_entry("s", "k")).unwrap();
+        assert_eq!(log.restore_keys("s", 100).unwrap(), 1);
+        assert!(
+            log.append("s", 2, &[event("message.received", Some("k"))])
+                .unwrap()
+                .is_empty(),
+            "the redelivery is recognised again"
+        );
+        assert_eq!(log.restore_keys("s", 100).unwrap(), 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn many_writers_and_flushes_at_once_never_stall() {
+        let (log, _dir) = log();
+        let mut tasks = Vec::new();
+        for s in 0..8 {
+            let log = log.clone();
+            tasks.push(tokio::spawn(async move {
+                let session = format!("s{s}");
+                for i in 0..100u64 {
+                    let key = format!("k{i}");
+                    log.append(&session, i + 1, &[event("message.received", Some(&key))])
+                        .unwrap();
+                    log.flush().await.unwrap();
+                    log.expire(&session, 0).unwrap();
+                }
+            }));
+        }
+        let all = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+            for t in tasks {
+                t.await.unwrap();
+            }
+        })
+        .await;
+        assert!(all.is_ok(), "appends and flushes stalled");
+        assert_eq!(log.last_seq("s7").unwrap(), 100);
     }
 
     #[test]

@@ -14,6 +14,9 @@ use crate::event_log::{EventLog, NewEvent};
 use crate::model::SessionId;
 use crate::services::Shared;
 
+/// How many of the newest events have their idempotency keys checked at start: more than one
+/// batch can hold.
+const RESTORE_TAIL: usize = 4096;
 /// How often retention looks for expired events.
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
 
@@ -111,6 +114,11 @@ impl Actor for EventsActor {
         let messages = args.services.directory.starting(&name, ActorKind::Events);
         let log = args.services.events.clone();
         let head = log.last_seq(args.id.as_str())?;
+        // A crash can cut between the last batch's events and their keys.
+        let restored = log.restore_keys(args.id.as_str(), RESTORE_TAIL)?;
+        if restored > 0 {
+            tracing::info!(session = %args.id, restored, "restored idempotency keys of the log's tail");
+        }
         args.services.directory.running(&name, myself.get_cell());
         args.link
             .publish_child(ActorKind::Events, Some(myself.get_cell()));

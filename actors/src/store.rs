@@ -60,8 +60,7 @@ impl Store {
 
     /// Makes every write so far durable.
     pub async fn flush(&self) -> Result<()> {
-        self.db.flush_async().await?;
-        Ok(())
+        flush_db(&self.db).await
     }
 
     fn encode<T: Serialize>(data: &T) -> Result<Vec<u8>> {
@@ -145,11 +144,11 @@ impl Store {
                 .scan_prefix(Self::prefix(id))
                 .keys()
                 .collect::<std::result::Result<_, _>>()?;
-            let mut batch = sled::Batch::default();
+            // Key by key: sled 0.34's batches take a global lock that can deadlock against
+            // concurrent flushes.
             for key in keys {
-                batch.remove(key);
+                tree.remove(key)?;
             }
-            tree.apply_batch(batch)?;
         }
         self.flush().await
     }
@@ -313,6 +312,19 @@ impl Store {
     pub fn is_open(&self) -> bool {
         self.db.get(b"__probe").is_ok()
     }
+}
+
+/// One `flush_async` at a time. sled 0.34 runs each flush on its own small I/O thread pool;
+/// enough concurrent flushes occupy every thread waiting for a write that then has no thread
+/// to run on, and everything stalls. One flush covers every write made before it, so waiting
+/// for the previous one costs nothing in durability.
+static FLUSH: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Makes every write to `db` so far durable.
+pub async fn flush_db(db: &sled::Db) -> Result<()> {
+    let _one_at_a_time = FLUSH.lock().await;
+    db.flush_async().await?;
+    Ok(())
 }
 
 #[derive(Debug, Clone, Copy)]

@@ -86,19 +86,19 @@ impl WebhookStore {
     pub async fn put(&self, record: &WebhookRecord) -> Result<()> {
         self.hooks
             .insert(record.id.as_bytes(), serde_json::to_vec(record)?)?;
-        self.db.flush_async().await?;
+        crate::store::flush_db(&self.db).await?;
         Ok(())
     }
 
     /// Forgets a registration and its cursors; durable on return.
     pub async fn remove(&self, id: &str) -> Result<bool> {
         let existed = self.hooks.remove(id.as_bytes())?.is_some();
-        let mut batch = sled::Batch::default();
+        // Key by key: sled 0.34's batches take a global lock that can deadlock against
+        // concurrent flushes.
         for key in self.cursors.scan_prefix(format!("{id}/")).keys() {
-            batch.remove(key?);
+            self.cursors.remove(key?)?;
         }
-        self.cursors.apply_batch(batch)?;
-        self.db.flush_async().await?;
+        crate::store::flush_db(&self.db).await?;
         Ok(existed)
     }
 
@@ -121,7 +121,7 @@ impl WebhookStore {
     /// Sets a cursor durably (replay, new registrations).
     pub async fn set_cursor_durably(&self, webhook: &str, session: &str, seq: u64) -> Result<()> {
         self.set_cursor(webhook, session, seq)?;
-        self.db.flush_async().await?;
+        crate::store::flush_db(&self.db).await?;
         Ok(())
     }
 }
