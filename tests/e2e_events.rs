@@ -48,20 +48,7 @@ async fn all_events(server: &TestServer, id: &str) -> Vec<Value> {
 
 /// Waits until the log holds an event of `kind` matching `pred`; returns it.
 async fn event_where(server: &TestServer, kind: &str, pred: impl Fn(&Value) -> bool) -> Value {
-    let found = wait_for(WAIT, || async {
-        all_events(server, "a")
-            .await
-            .into_iter()
-            .find(|e| e["type"] == kind && pred(&e["data"]))
-    })
-    .await;
-    found.unwrap_or_else(|| {
-        panic!(
-            "no {kind} event matched; the log holds {:#?}\n{}",
-            futures_util::FutureExt::now_or_never(all_events(server, "a")),
-            server.output()
-        )
-    })
+    event_of(server, "a", kind, pred).await
 }
 
 fn keys(v: &Value) -> Vec<String> {
