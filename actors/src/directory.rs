@@ -37,7 +37,7 @@ pub fn child_name(id: &str, kind: ActorKind) -> String {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ActorKind {
     Supervisor,
@@ -48,7 +48,7 @@ pub enum ActorKind {
     Webhooks,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum NodeStatus {
     Starting,
@@ -58,7 +58,7 @@ pub enum NodeStatus {
     Failed,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct Failure {
     pub at: u64,
     pub reason: String,
@@ -75,7 +75,7 @@ struct Node {
 }
 
 /// One node of the tree as the admin API shows it.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct NodeView {
     pub name: String,
     pub kind: ActorKind,
@@ -84,6 +84,7 @@ pub struct NodeView {
     pub restarts: u32,
     pub last_failure: Option<Failure>,
     pub messages_handled: u64,
+    #[schema(no_recursion)]
     pub children: Vec<NodeView>,
 }
 

@@ -611,6 +611,48 @@ impl Gateway {
         ))
     }
 
+    /// `GET /events/stream`: the events of `sessions` (every stored session when `None`) that
+    /// become durable from now on, merged; each session's stay in seq order. Sessions created
+    /// later are not followed.
+    pub async fn live_events(
+        &self,
+        sessions: Option<Vec<SessionId>>,
+        types: Option<Vec<String>>,
+    ) -> Result<impl futures_util::Stream<Item = StoredEvent> + Send + Sync + 'static> {
+        let ids = match sessions {
+            Some(ids) => {
+                for id in &ids {
+                    if !self.is_stored(id)? {
+                        return Err(GatewayError::SessionNotFound(id.to_string()));
+                    }
+                }
+                ids
+            }
+            None => self
+                .list_sessions()
+                .await?
+                .into_iter()
+                .map(|s| SessionId::parse(&s.id))
+                .collect::<Result<Vec<_>>>()?,
+        };
+        let log = self.services.events.clone();
+        let mut streams = Vec::with_capacity(ids.len());
+        for id in ids {
+            let heads = log.subscribe(id.as_str())?;
+            // The published head is durable: following from it yields only what comes next.
+            let now = *heads.borrow();
+            streams.push(Box::pin(crate::event_stream::follow(
+                log.clone(),
+                id.as_str().to_owned(),
+                now,
+                types.clone(),
+                heads,
+                self.shutdown.subscribe(),
+            )));
+        }
+        Ok(futures_util::stream::select_all(streams))
+    }
+
     /// The webhooks actor; waits briefly while it is being restarted.
     async fn webhooks_actor(&self) -> Result<ActorRef<WebhooksMsg>> {
         let deadline = tokio::time::Instant::now() + RESTART_WAIT;

@@ -45,7 +45,7 @@ impl fmt::Display for SessionId {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum SessionStatus {
     Disconnected,
@@ -122,7 +122,7 @@ pub struct SessionRecord {
 }
 
 /// The contract's session object.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct SessionView {
     pub id: String,
     pub name: String,
@@ -151,7 +151,7 @@ impl SessionView {
     }
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct StatusView {
     pub status: SessionStatus,
     pub is_logged_in: bool,
@@ -160,20 +160,20 @@ pub struct StatusView {
     pub push_name: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct QrView {
     pub qr_codes: Vec<String>,
     pub timeout_seconds: u64,
     pub status: SessionStatus,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct PairCodeView {
     pub code: String,
     pub timeout_seconds: u64,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct DeviceView {
     pub device_id: Option<u16>,
     pub phone_number: Option<String>,
@@ -478,7 +478,7 @@ pub struct MessageAck {
 }
 
 /// `GET /groups` entry.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct GroupSummary {
     pub jid: String,
     pub name: String,
@@ -487,7 +487,7 @@ pub struct GroupSummary {
 
 /// `GET /groups/{jid}`: groups.md's fields, plus `subject` (the same as `name`) and
 /// `addressing_mode` (`pn` or `lid`), which clients written for waxum read.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct GroupView {
     pub jid: String,
     pub name: String,
@@ -499,7 +499,7 @@ pub struct GroupView {
 }
 
 /// `GET /groups/{jid}/info`, with the same additions.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct GroupInfoView {
     pub jid: String,
     pub name: String,
@@ -511,7 +511,7 @@ pub struct GroupInfoView {
     pub participants: Vec<ParticipantView>,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct ParticipantView {
     pub jid: String,
     pub role: String,
@@ -585,14 +585,14 @@ impl GroupSettingsChange {
 }
 
 /// One participant's outcome of an add or remove.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct ParticipantResult {
     pub jid: String,
     pub status: String,
 }
 
 /// `GET /groups/invite-info`.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct InviteInfoView {
     pub jid: String,
     pub name: String,
@@ -603,7 +603,7 @@ pub struct InviteInfoView {
 }
 
 /// `POST /messages/text`.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct SentMessage {
     pub message_id: String,
     pub timestamp: u64,

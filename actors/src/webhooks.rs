@@ -47,7 +47,7 @@ pub struct WebhookPatch {
 }
 
 /// `POST /webhooks`: the only answer that shows the secret.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct CreatedWebhook {
     pub id: String,
     pub url: String,
@@ -57,7 +57,7 @@ pub struct CreatedWebhook {
     pub created_at: u64,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct WebhookView {
     pub id: String,
     pub url: String,
@@ -68,7 +68,7 @@ pub struct WebhookView {
 }
 
 /// One (webhook, session) worker's state.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct DeliveryView {
     pub session: String,
     pub delivered_seq: u64,

@@ -6,7 +6,74 @@ use std::time::Duration;
 use warp::Reply;
 use warp::http::{HeaderValue, Method, StatusCode, header};
 
+use utoipa::ToSchema;
 use wagate_actors::GatewayError;
+
+/// Every error code the contract names (README's table, events.md), plus `request_timeout`
+/// for a body that never arrived and `internal` for a server fault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    Unauthorized,
+    Forbidden,
+    NotFound,
+    MethodNotAllowed,
+    Validation,
+    InvalidJson,
+    InvalidSessionId,
+    InvalidJid,
+    PayloadTooLarge,
+    RequestTimeout,
+    UnsupportedMediaType,
+    SessionNotFound,
+    SessionExists,
+    NotLoggedIn,
+    AlreadyLoggedIn,
+    PairCodePending,
+    NoQrPending,
+    DescriptionConflict,
+    GroupNotFound,
+    EventsExpired,
+    NotGroupAdmin,
+    RateLimited,
+    WhatsappError,
+    WhatsappTimeout,
+    Unavailable,
+    Internal,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Unauthorized => "unauthorized",
+            Self::Forbidden => "forbidden",
+            Self::NotFound => "not_found",
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::Validation => "validation",
+            Self::InvalidJson => "invalid_json",
+            Self::InvalidSessionId => "invalid_session_id",
+            Self::InvalidJid => "invalid_jid",
+            Self::PayloadTooLarge => "payload_too_large",
+            Self::RequestTimeout => "request_timeout",
+            Self::UnsupportedMediaType => "unsupported_media_type",
+            Self::SessionNotFound => "session_not_found",
+            Self::SessionExists => "session_exists",
+            Self::NotLoggedIn => "not_logged_in",
+            Self::AlreadyLoggedIn => "already_logged_in",
+            Self::PairCodePending => "pair_code_pending",
+            Self::NoQrPending => "no_qr_pending",
+            Self::DescriptionConflict => "description_conflict",
+            Self::GroupNotFound => "group_not_found",
+            Self::EventsExpired => "events_expired",
+            Self::NotGroupAdmin => "not_group_admin",
+            Self::RateLimited => "rate_limited",
+            Self::WhatsappError => "whatsapp_error",
+            Self::WhatsappTimeout => "whatsapp_timeout",
+            Self::Unavailable => "unavailable",
+            Self::Internal => "internal",
+        }
+    }
+}
 
 #[derive(Debug)]
 pub enum ApiError {
@@ -41,12 +108,12 @@ impl From<GatewayError> for ApiError {
 /// What an error looks like on the wire.
 struct Parts {
     status: StatusCode,
-    code: &'static str,
+    code: ErrorCode,
     message: String,
     retry_after: Option<Duration>,
 }
 
-fn parts(status: StatusCode, code: &'static str, message: String) -> Parts {
+fn parts(status: StatusCode, code: ErrorCode, message: String) -> Parts {
     Parts {
         status,
         code,
@@ -72,7 +139,7 @@ impl ApiError {
 
     /// The contract's code, for logs and tests.
     pub fn code(&self) -> &'static str {
-        self.parts().code
+        self.parts().code.as_str()
     }
 
     fn parts(&self) -> Parts {
@@ -81,18 +148,18 @@ impl ApiError {
         match self {
             Self::Unauthorized => parts(
                 S::UNAUTHORIZED,
-                "unauthorized",
+                ErrorCode::Unauthorized,
                 "missing or unknown bearer token".into(),
             ),
             Self::Forbidden => parts(
                 S::FORBIDDEN,
-                "forbidden",
+                ErrorCode::Forbidden,
                 "this endpoint needs the admin token".into(),
             ),
-            Self::NotFound => parts(S::NOT_FOUND, "not_found", "no such route".into()),
+            Self::NotFound => parts(S::NOT_FOUND, ErrorCode::NotFound, "no such route".into()),
             Self::MethodNotAllowed(allowed) => parts(
                 S::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
+                ErrorCode::MethodNotAllowed,
                 format!(
                     "this route accepts only {}",
                     allowed
@@ -104,74 +171,84 @@ impl ApiError {
             ),
             Self::UriTooLong(limit) => parts(
                 S::URI_TOO_LONG,
-                "validation",
+                ErrorCode::Validation,
                 format!("the request target is longer than {limit} bytes"),
             ),
             Self::InvalidJson(m) => parts(
                 S::BAD_REQUEST,
-                "invalid_json",
+                ErrorCode::InvalidJson,
                 format!("the body is not valid JSON: {m}"),
             ),
             Self::Validation { field, message } => parts(
                 S::BAD_REQUEST,
-                "validation",
+                ErrorCode::Validation,
                 format!("invalid '{field}': {message}"),
             ),
-            Self::InvalidSessionId(m) => parts(S::BAD_REQUEST, "invalid_session_id", m.clone()),
+            Self::InvalidSessionId(m) => {
+                parts(S::BAD_REQUEST, ErrorCode::InvalidSessionId, m.clone())
+            }
             Self::InvalidJid { field, message } => parts(
                 S::BAD_REQUEST,
-                "invalid_jid",
+                ErrorCode::InvalidJid,
                 format!("invalid '{field}': {message}"),
             ),
             Self::PayloadTooLarge(limit) => parts(
                 S::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
+                ErrorCode::PayloadTooLarge,
                 format!("the body exceeds the limit of {limit} bytes"),
             ),
             Self::BodyTimeout(limit) => parts(
                 S::REQUEST_TIMEOUT,
-                "request_timeout",
+                ErrorCode::RequestTimeout,
                 format!("the body did not arrive within {}s", limit.as_secs()),
             ),
             Self::UnsupportedMediaType => parts(
                 S::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
+                ErrorCode::UnsupportedMediaType,
                 "send the body as application/json".into(),
             ),
             Self::Domain(e) => {
                 let message = e.to_string();
                 match e {
-                    G::SessionNotFound(_) => parts(S::NOT_FOUND, "session_not_found", message),
-                    G::SessionExists(_) => parts(S::CONFLICT, "session_exists", message),
-                    G::NotLoggedIn | G::NotConnected(_) => {
-                        parts(S::CONFLICT, "not_logged_in", message)
+                    G::SessionNotFound(_) => {
+                        parts(S::NOT_FOUND, ErrorCode::SessionNotFound, message)
                     }
-                    G::AlreadyLoggedIn => parts(S::CONFLICT, "already_logged_in", message),
-                    G::PairCodePending { .. } => parts(S::CONFLICT, "pair_code_pending", message),
-                    G::NoQrPending(_) => parts(S::CONFLICT, "no_qr_pending", message),
+                    G::SessionExists(_) => parts(S::CONFLICT, ErrorCode::SessionExists, message),
+                    G::NotLoggedIn | G::NotConnected(_) => {
+                        parts(S::CONFLICT, ErrorCode::NotLoggedIn, message)
+                    }
+                    G::AlreadyLoggedIn => parts(S::CONFLICT, ErrorCode::AlreadyLoggedIn, message),
+                    G::PairCodePending { .. } => {
+                        parts(S::CONFLICT, ErrorCode::PairCodePending, message)
+                    }
+                    G::NoQrPending(_) => parts(S::CONFLICT, ErrorCode::NoQrPending, message),
                     G::Validation { field, message } => parts(
                         S::BAD_REQUEST,
-                        "validation",
+                        ErrorCode::Validation,
                         format!("invalid '{field}': {message}"),
                     ),
-                    G::DescriptionConflict => parts(S::CONFLICT, "description_conflict", message),
-                    G::GroupNotFound => parts(S::NOT_FOUND, "group_not_found", message),
-                    G::NotFound(_) => parts(S::NOT_FOUND, "not_found", message),
-                    G::EventsExpired { .. } => parts(S::GONE, "events_expired", message),
-                    G::NotGroupAdmin(_) => parts(S::FORBIDDEN, "not_group_admin", message),
+                    G::DescriptionConflict => {
+                        parts(S::CONFLICT, ErrorCode::DescriptionConflict, message)
+                    }
+                    G::GroupNotFound => parts(S::NOT_FOUND, ErrorCode::GroupNotFound, message),
+                    G::NotFound(_) => parts(S::NOT_FOUND, ErrorCode::NotFound, message),
+                    G::EventsExpired { .. } => parts(S::GONE, ErrorCode::EventsExpired, message),
+                    G::NotGroupAdmin(_) => parts(S::FORBIDDEN, ErrorCode::NotGroupAdmin, message),
                     G::RateLimited { retry_after } => Parts {
                         retry_after: *retry_after,
-                        ..parts(S::TOO_MANY_REQUESTS, "rate_limited", message)
+                        ..parts(S::TOO_MANY_REQUESTS, ErrorCode::RateLimited, message)
                     },
-                    G::WhatsApp { .. } => parts(S::BAD_GATEWAY, "whatsapp_error", message),
-                    G::WhatsAppTimeout(_) => parts(S::GATEWAY_TIMEOUT, "whatsapp_timeout", message),
+                    G::WhatsApp { .. } => parts(S::BAD_GATEWAY, ErrorCode::WhatsappError, message),
+                    G::WhatsAppTimeout(_) => {
+                        parts(S::GATEWAY_TIMEOUT, ErrorCode::WhatsappTimeout, message)
+                    }
                     G::Unavailable => Parts {
                         retry_after: Some(Duration::from_secs(1)),
-                        ..parts(S::SERVICE_UNAVAILABLE, "unavailable", message)
+                        ..parts(S::SERVICE_UNAVAILABLE, ErrorCode::Unavailable, message)
                     },
                     G::Storage(_) | G::Internal(_) => {
                         tracing::error!(error = %e, "request failed on the server side");
-                        parts(S::INTERNAL_SERVER_ERROR, "internal", message)
+                        parts(S::INTERNAL_SERVER_ERROR, ErrorCode::Internal, message)
                     }
                 }
             }
@@ -179,10 +256,12 @@ impl ApiError {
     }
 }
 
-#[derive(serde::Serialize)]
-struct ErrorBody<'a> {
-    error: &'a str,
-    message: &'a str,
+/// The contract's body of every error.
+#[derive(serde::Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorCode,
+    /// What went wrong, for a person.
+    pub message: String,
 }
 
 impl Reply for ApiError {
@@ -190,7 +269,7 @@ impl Reply for ApiError {
         let p = self.parts();
         let body = ErrorBody {
             error: p.code,
-            message: &p.message,
+            message: p.message,
         };
         let mut resp = warp::reply::with_status(warp::reply::json(&body), p.status).into_response();
         let headers = resp.headers_mut();
@@ -232,6 +311,20 @@ mod tests {
     fn dropped_connections_are_not_logged_in() {
         let e = ApiError::from(GatewayError::NotConnected("down".into()));
         assert_eq!(e.code(), "not_logged_in");
+    }
+
+    #[test]
+    fn error_codes_serialize_as_their_names() {
+        for code in [
+            ErrorCode::WhatsappError,
+            ErrorCode::NoQrPending,
+            ErrorCode::Unauthorized,
+        ] {
+            assert_eq!(
+                serde_json::to_value(code).unwrap(),
+                serde_json::json!(code.as_str())
+            );
+        }
     }
 
     #[test]

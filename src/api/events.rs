@@ -2,7 +2,7 @@
 //! server-sent-event stream (contract: `events.md`). Both read the same log, so a consumer
 //! can switch between them by seq.
 
-use futures_util::StreamExt;
+use futures_util::{Stream, StreamExt};
 use std::convert::Infallible;
 use std::time::Duration;
 use warp::Reply;
@@ -11,8 +11,10 @@ use warp::reply::Response;
 
 use super::Ctx;
 use super::errors::ApiError;
-use super::request::Request;
-use wagate_actors::event_log::is_event_type;
+use super::errors::ErrorBody;
+use super::models::EventPage;
+use super::request::{Request, session_id};
+use wagate_actors::event_log::{StoredEvent, is_event_type};
 
 /// The contract's keep-alive: a comment at least this often.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
@@ -66,6 +68,24 @@ fn limit(raw: Option<&str>) -> Result<usize, ApiError> {
 }
 
 /// `GET /sessions/{id}/events?after&limit&types`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/sessions/{id}/events",
+    tag = "events",
+    summary = "A page of the session's event log",
+    params(
+        ("id" = String, Path, description = "The session id: 1-64 of A-Z a-z 0-9 _ -"),
+        ("after" = Option<u64>, Query, description = "Events after this seq (default 0)"),
+        ("limit" = Option<usize>, Query, description = "1-1000, default 100"),
+        ("types" = Option<String>, Query, description = "Comma-separated event types (default all)"),
+    ),
+    responses(
+        (status = 200, description = "Events in seq order", body = EventPage),
+        (status = 400, description = "`validation`, `invalid_session_id`", body = ErrorBody),
+        (status = 404, description = "`session_not_found`", body = ErrorBody),
+        (status = 410, description = "`events_expired`", body = ErrorBody),
+    ),
+)]
 pub async fn pull(ctx: &Ctx, req: Request) -> Result<Response, ApiError> {
     let id = req.session()?;
     let after = seq("after", req.query("after"))?;
@@ -97,6 +117,24 @@ pub async fn pull(ctx: &Ctx, req: Request) -> Result<Response, ApiError> {
 }
 
 /// `GET /sessions/{id}/events/stream?types&after`, resumable with `Last-Event-ID`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/sessions/{id}/events/stream",
+    tag = "events",
+    summary = "Follow the session's event log (server-sent events)",
+    params(
+        ("id" = String, Path, description = "The session id: 1-64 of A-Z a-z 0-9 _ -"),
+        ("after" = Option<u64>, Query, description = "Replay from after this seq (default 0); `Last-Event-ID` wins"),
+        ("types" = Option<String>, Query, description = "Comma-separated event types (default all)"),
+        ("Last-Event-ID" = Option<u64>, Header, description = "Resume after this seq"),
+    ),
+    responses(
+        (status = 200, description = "`text/event-stream`: one event per envelope (`id` = seq, `event` = type, `data` = envelope); a comment every 15 s", content_type = "text/event-stream", body = String),
+        (status = 400, description = "`validation`, `invalid_session_id`", body = ErrorBody),
+        (status = 404, description = "`session_not_found`", body = ErrorBody),
+        (status = 410, description = "`events_expired`", body = ErrorBody),
+    ),
+)]
 pub async fn stream(ctx: &Ctx, req: Request) -> Result<Response, ApiError> {
     let id = req.session()?;
     let resume = req
@@ -109,6 +147,42 @@ pub async fn stream(ctx: &Ctx, req: Request) -> Result<Response, ApiError> {
     };
     let types = types(req.query("types"))?;
     let events = ctx.gateway.event_stream(&id, after, types)?;
+    Ok(sse(events))
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/events/stream",
+    tag = "events",
+    summary = "Follow the events of every session, live (server-sent events)",
+    params(
+        ("types" = Option<String>, Query, description = "Comma-separated event types (default all)"),
+        ("sessions" = Option<String>, Query, description = "Comma-separated session ids (default every session)"),
+    ),
+    responses(
+        (status = 200, description = "`text/event-stream` of the events that happen from now on, in seq order per session; each envelope names its session. Sessions created later are not included: reopen the stream. To resume after a gap, pull each session from its last seq.", content_type = "text/event-stream", body = String),
+        (status = 400, description = "`validation`, `invalid_session_id`", body = ErrorBody),
+        (status = 404, description = "`session_not_found`", body = ErrorBody),
+    ),
+)]
+pub async fn stream_all(ctx: &Ctx, req: Request) -> Result<Response, ApiError> {
+    let types = types(req.query("types"))?;
+    let sessions = req
+        .query("sessions")
+        .map(|raw| {
+            raw.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(session_id)
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .transpose()?;
+    let events = ctx.gateway.live_events(sessions, types).await?;
+    Ok(sse(events))
+}
+
+/// Events as server-sent events: `id` the seq, `event` the type, `data` the stored envelope.
+fn sse(events: impl Stream<Item = StoredEvent> + Send + Sync + 'static) -> Response {
     let events = events.map(|event| {
         let data = String::from_utf8_lossy(&event.envelope).into_owned();
         Ok::<_, Infallible>(
@@ -124,7 +198,7 @@ pub async fn stream(ctx: &Ctx, req: Request) -> Result<Response, ApiError> {
     response
         .headers_mut()
         .insert("x-accel-buffering", HeaderValue::from_static("no"));
-    Ok(response)
+    response
 }
 
 #[cfg(test)]

@@ -2,26 +2,22 @@
 //! `groups-extra.md` (join, invite info, settings). Handlers validate, call one typed
 //! [`Gateway`](wagate_actors::Gateway) method and shape its answer.
 
-use serde_json::json;
 use warp::reply::Response;
 
 use super::errors::ApiError;
+use super::errors::ErrorBody;
+use super::models::Success;
 use super::models::{
-    CreateGroup, GroupSettings, JoinGroup, Participants, SetDescription, SetSubject,
+    CreateGroup, GroupCreated, GroupList, GroupSettings, InviteLink, JoinGroup, ParticipantResults,
+    Participants, SetDescription, SetSubject,
 };
 use super::request::Request;
 use super::{Ctx, json, success};
 use wagate_actors::invites::invite_code;
+use wagate_actors::model::{GroupInfoView, GroupView, InviteInfoView};
 use wagate_actors::model::{
-    GroupJid, GroupSettingsChange, GroupSummary, MemberAddMode, MemberLinkMode, SessionId, UserJid,
+    GroupJid, GroupSettingsChange, MemberAddMode, MemberLinkMode, SessionId, UserJid,
 };
-
-/// `GET /groups`.
-#[derive(serde::Serialize)]
-struct GroupList<'a> {
-    groups: &'a [GroupSummary],
-    total: usize,
-}
 
 /// At most this many participants per request (WhatsApp's own group size limit).
 const MAX_PARTICIPANTS: usize = 1024;
@@ -74,15 +70,57 @@ fn code_of(raw: &str) -> Result<String, ApiError> {
     })
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/sessions/{id}/groups",
+    tag = "groups",
+    summary = "The groups this account is in (cached)",
+    params(
+        ("id" = String, Path, description = "The session id: 1-64 of A-Z a-z 0-9 _ -"),
+        ("refresh" = Option<bool>, Query, description = "`true` asks WhatsApp instead of the cache"),
+    ),
+    responses(
+        (status = 200, description = "The groups", body = GroupList),
+        (status = 400, description = "`invalid_session_id`", body = ErrorBody),
+        (status = 404, description = "`session_not_found`", body = ErrorBody),
+        (status = 409, description = "`not_logged_in`", body = ErrorBody),
+        (status = 429, description = "`rate_limited`", body = ErrorBody),
+        (status = 502, description = "`whatsapp_error`", body = ErrorBody),
+        (status = 503, description = "`unavailable`", body = ErrorBody),
+        (status = 504, description = "`whatsapp_timeout`", body = ErrorBody),
+    ),
+)]
 pub async fn list(ctx: &Ctx, req: Request) -> Result<Response, ApiError> {
     let id = req.session()?;
     let groups = ctx.gateway.list_groups(&id, req.flag("refresh")?).await?;
     Ok(json(&GroupList {
         total: groups.len(),
-        groups: &groups,
+        groups,
     }))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/sessions/{id}/groups",
+    tag = "groups",
+    summary = "Create a group",
+    params(
+        ("id" = String, Path, description = "The session id: 1-64 of A-Z a-z 0-9 _ -"),
+    ),
+    request_body = CreateGroup,
+    responses(
+        (status = 200, description = "The new group", body = GroupCreated),
+        (status = 400, description = "`invalid_json`, `validation`, `invalid_jid`, `invalid_session_id`", body = ErrorBody),
+        (status = 404, description = "`session_not_found`", body = ErrorBody),
+        (status = 409, description = "`not_logged_in`", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`", body = ErrorBody),
+        (status = 429, description = "`rate_limited`", body = ErrorBody),
+        (status = 502, description = "`whatsapp_error`", body = ErrorBody),
+        (status = 503, description = "`unavailable`", body = ErrorBody),
+        (status = 504, description = "`whatsapp_timeout`", body = ErrorBody),
+    ),
+)]
 pub async fn create(ctx: &Ctx, req: Request) -> Result<Response, ApiError> {
     let id = req.session()?;
     let body: CreateGroup = req.json().await?;
@@ -97,9 +135,32 @@ pub async fn create(ctx: &Ctx, req: Request) -> Result<Response, ApiError> {
         .gateway
         .create_group(&id, body.name, participants, settings)
         .await?;
-    Ok(json(&json!({ "group_jid": jid })))
+    Ok(json(&GroupCreated {
+        group_jid: jid.to_string(),
+    }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/sessions/{id}/groups/{group_jid}",
+    tag = "groups",
+    summary = "One group (cached)",
+    params(
+        ("id" = String, Path, description = "The session id: 1-64 of A-Z a-z 0-9 _ -"),
+        ("group_jid" = String, Path, description = "A group JID (`<id>@g.us`) or a bare group id"),
+        ("refresh" = Option<bool>, Query, description = "`true` asks WhatsApp instead of the cache"),
+    ),
+    responses(
+        (status = 200, description = "The group", body = GroupView),
+        (status = 400, description = "`invalid_session_id`, `invalid_jid`", body = ErrorBody),
+        (status = 404, description = "`session_not_found`, `group_not_found`", body = ErrorBody),
+        (status = 409, description = "`not_logged_in`", body = ErrorBody),
+        (status = 429, description = "`rate_limited`", body = ErrorBody),
+        (status = 502, description = "`whatsapp_error`", body = ErrorBody),
+        (status = 503, description = "`unavailable`", body = ErrorBody),
+        (status = 504, description = "`whatsapp_timeout`", body = ErrorBody),
+    ),
+)]
 pub async fn get(ctx: &Ctx, req: Request) -> Result<Response, ApiError> {
     let (id, jid) = (req.session()?, req.group()?);
     Ok(json(
@@ -107,6 +168,27 @@ pub async fn get(ctx: &Ctx, req: Request) -> Result<Response, ApiError> {
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/sessions/{id}/groups/{group_jid}/info",
+    tag = "groups",
+    summary = "One group with its participants (cached)",
+    params(
+        ("id" = String, Path, description = "The session id: 1-64 of A-Z a-z 0-9 _ -"),
+        ("group_jid" = String, Path, description = "A group JID (`<id>@g.us`) or a bare group id"),
+        ("refresh" = Option<bool>, Query, description = "`true` asks WhatsApp instead of the cache"),
+    ),
+    responses(
+        (status = 200, description = "The group and its participants", body = GroupInfoView),
+        (status = 400, description = "`invalid_session_id`, `invalid_jid`", body = ErrorBody),
+        (status = 404, description = "`session_not_found`, `group_not_found`", body = ErrorBody),
+        (status = 409, description = "`not_logged_in`", body = ErrorBody),
+        (status = 429, description = "`rate_limited`", body = ErrorBody),
+        (status = 502, description = "`whatsapp_error`", body = ErrorBody),
+        (status = 503, description = "`unavailable`", body = ErrorBody),
+        (status = 504, description = "`whatsapp_timeout`", body = ErrorBody),
+    ),
+)]
 pub async fn info(ctx: &Ctx, req: Request) -> Result<Response, ApiError> {
     let (id, jid) = (req.session()?, req.group()?);
     Ok(json(
@@ -116,6 +198,30 @@ pub async fn info(ctx: &Ctx, req: Request) -> Result<Response, ApiError> {
     ))
 }
 
+#[utoipa::path(
+    put,
+    path = "/api/v1/sessions/{id}/groups/{group_jid}/subject",
+    tag = "groups",
+    summary = "Rename a group",
+    params(
+        ("id" = String, Path, description = "The session id: 1-64 of A-Z a-z 0-9 _ -"),
+        ("group_jid" = String, Path, description = "A group JID (`<id>@g.us`) or a bare group id"),
+    ),
+    request_body = SetSubject,
+    responses(
+        (status = 200, description = "Renamed", body = Success),
+        (status = 400, description = "`invalid_json`, `validation`, `invalid_session_id`, `invalid_jid`", body = ErrorBody),
+        (status = 403, description = "`not_group_admin`", body = ErrorBody),
+        (status = 404, description = "`session_not_found`, `group_not_found`", body = ErrorBody),
+        (status = 409, description = "`not_logged_in`", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`", body = ErrorBody),
+        (status = 429, description = "`rate_limited`", body = ErrorBody),
+        (status = 502, description = "`whatsapp_error`", body = ErrorBody),
+        (status = 503, description = "`unavailable`", body = ErrorBody),
+        (status = 504, description = "`whatsapp_timeout`", body = ErrorBody),
+    ),
+)]
 pub async fn set_subject(ctx: &Ctx, req: Request) -> Result<Response, ApiError> {
     let (id, jid) = (req.session()?, req.group()?);
     let body: SetSubject = req.json().await?;
@@ -126,6 +232,30 @@ pub async fn set_subject(ctx: &Ctx, req: Request) -> Result<Response, ApiError> 
     Ok(success())
 }
 
+#[utoipa::path(
+    put,
+    path = "/api/v1/sessions/{id}/groups/{group_jid}/description",
+    tag = "groups",
+    summary = "Set or delete (`null`) a group's description",
+    params(
+        ("id" = String, Path, description = "The session id: 1-64 of A-Z a-z 0-9 _ -"),
+        ("group_jid" = String, Path, description = "A group JID (`<id>@g.us`) or a bare group id"),
+    ),
+    request_body = SetDescription,
+    responses(
+        (status = 200, description = "Set", body = Success),
+        (status = 400, description = "`invalid_json`, `validation`, `invalid_session_id`, `invalid_jid`", body = ErrorBody),
+        (status = 403, description = "`not_group_admin`", body = ErrorBody),
+        (status = 404, description = "`session_not_found`, `group_not_found`", body = ErrorBody),
+        (status = 409, description = "`description_conflict`, `not_logged_in`", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`", body = ErrorBody),
+        (status = 429, description = "`rate_limited`", body = ErrorBody),
+        (status = 502, description = "`whatsapp_error`", body = ErrorBody),
+        (status = 503, description = "`unavailable`", body = ErrorBody),
+        (status = 504, description = "`whatsapp_timeout`", body = ErrorBody),
+    ),
+)]
 pub async fn set_description(ctx: &Ctx, req: Request) -> Result<Response, ApiError> {
     let (id, jid) = (req.session()?, req.group()?);
     let body: SetDescription = req.json().await?;
@@ -160,6 +290,26 @@ pub async fn set_description(ctx: &Ctx, req: Request) -> Result<Response, ApiErr
     Ok(success())
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/sessions/{id}/groups/{group_jid}/leave",
+    tag = "groups",
+    summary = "Leave a group",
+    params(
+        ("id" = String, Path, description = "The session id: 1-64 of A-Z a-z 0-9 _ -"),
+        ("group_jid" = String, Path, description = "A group JID (`<id>@g.us`) or a bare group id"),
+    ),
+    responses(
+        (status = 200, description = "Left", body = Success),
+        (status = 400, description = "`invalid_session_id`, `invalid_jid`", body = ErrorBody),
+        (status = 404, description = "`session_not_found`, `group_not_found`", body = ErrorBody),
+        (status = 409, description = "`not_logged_in`", body = ErrorBody),
+        (status = 429, description = "`rate_limited`", body = ErrorBody),
+        (status = 502, description = "`whatsapp_error`", body = ErrorBody),
+        (status = 503, description = "`unavailable`", body = ErrorBody),
+        (status = 504, description = "`whatsapp_timeout`", body = ErrorBody),
+    ),
+)]
 pub async fn leave(ctx: &Ctx, req: Request) -> Result<Response, ApiError> {
     let (id, jid) = (req.session()?, req.group()?);
     ctx.gateway.leave_group(&id, jid).await?;
@@ -175,46 +325,208 @@ async fn participants_request(
     Ok((id, jid, user_list(&body.participants, false)?))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/sessions/{id}/groups/{group_jid}/participants",
+    tag = "groups",
+    summary = "Add participants",
+    params(
+        ("id" = String, Path, description = "The session id: 1-64 of A-Z a-z 0-9 _ -"),
+        ("group_jid" = String, Path, description = "A group JID (`<id>@g.us`) or a bare group id"),
+    ),
+    request_body = Participants,
+    responses(
+        (status = 200, description = "One result per participant", body = ParticipantResults),
+        (status = 400, description = "`invalid_json`, `validation`, `invalid_session_id`, `invalid_jid`", body = ErrorBody),
+        (status = 403, description = "`not_group_admin`", body = ErrorBody),
+        (status = 404, description = "`session_not_found`, `group_not_found`", body = ErrorBody),
+        (status = 409, description = "`not_logged_in`", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`", body = ErrorBody),
+        (status = 429, description = "`rate_limited`", body = ErrorBody),
+        (status = 502, description = "`whatsapp_error`", body = ErrorBody),
+        (status = 503, description = "`unavailable`", body = ErrorBody),
+        (status = 504, description = "`whatsapp_timeout`", body = ErrorBody),
+    ),
+)]
 pub async fn add_participants(ctx: &Ctx, req: Request) -> Result<Response, ApiError> {
     let (id, jid, users) = participants_request(req).await?;
     let results = ctx.gateway.add_participants(&id, jid, users).await?;
-    Ok(json(&json!({ "results": results })))
+    Ok(json(&ParticipantResults { results }))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/v1/sessions/{id}/groups/{group_jid}/participants",
+    tag = "groups",
+    summary = "Remove participants",
+    params(
+        ("id" = String, Path, description = "The session id: 1-64 of A-Z a-z 0-9 _ -"),
+        ("group_jid" = String, Path, description = "A group JID (`<id>@g.us`) or a bare group id"),
+    ),
+    request_body = Participants,
+    responses(
+        (status = 200, description = "One result per participant", body = ParticipantResults),
+        (status = 400, description = "`invalid_json`, `validation`, `invalid_session_id`, `invalid_jid`", body = ErrorBody),
+        (status = 403, description = "`not_group_admin`", body = ErrorBody),
+        (status = 404, description = "`session_not_found`, `group_not_found`", body = ErrorBody),
+        (status = 409, description = "`not_logged_in`", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`", body = ErrorBody),
+        (status = 429, description = "`rate_limited`", body = ErrorBody),
+        (status = 502, description = "`whatsapp_error`", body = ErrorBody),
+        (status = 503, description = "`unavailable`", body = ErrorBody),
+        (status = 504, description = "`whatsapp_timeout`", body = ErrorBody),
+    ),
+)]
 pub async fn remove_participants(ctx: &Ctx, req: Request) -> Result<Response, ApiError> {
     let (id, jid, users) = participants_request(req).await?;
     let results = ctx.gateway.remove_participants(&id, jid, users).await?;
-    Ok(json(&json!({ "results": results })))
+    Ok(json(&ParticipantResults { results }))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/sessions/{id}/groups/{group_jid}/admins",
+    tag = "groups",
+    summary = "Promote participants to admins",
+    params(
+        ("id" = String, Path, description = "The session id: 1-64 of A-Z a-z 0-9 _ -"),
+        ("group_jid" = String, Path, description = "A group JID (`<id>@g.us`) or a bare group id"),
+    ),
+    request_body = Participants,
+    responses(
+        (status = 200, description = "Promoted", body = Success),
+        (status = 400, description = "`invalid_json`, `validation`, `invalid_session_id`, `invalid_jid`", body = ErrorBody),
+        (status = 403, description = "`not_group_admin`", body = ErrorBody),
+        (status = 404, description = "`session_not_found`, `group_not_found`", body = ErrorBody),
+        (status = 409, description = "`not_logged_in`", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`", body = ErrorBody),
+        (status = 429, description = "`rate_limited`", body = ErrorBody),
+        (status = 502, description = "`whatsapp_error`", body = ErrorBody),
+        (status = 503, description = "`unavailable`", body = ErrorBody),
+        (status = 504, description = "`whatsapp_timeout`", body = ErrorBody),
+    ),
+)]
 pub async fn promote(ctx: &Ctx, req: Request) -> Result<Response, ApiError> {
     let (id, jid, users) = participants_request(req).await?;
     ctx.gateway.promote_participants(&id, jid, users).await?;
     Ok(success())
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/v1/sessions/{id}/groups/{group_jid}/admins",
+    tag = "groups",
+    summary = "Demote admins",
+    params(
+        ("id" = String, Path, description = "The session id: 1-64 of A-Z a-z 0-9 _ -"),
+        ("group_jid" = String, Path, description = "A group JID (`<id>@g.us`) or a bare group id"),
+    ),
+    request_body = Participants,
+    responses(
+        (status = 200, description = "Demoted", body = Success),
+        (status = 400, description = "`invalid_json`, `validation`, `invalid_session_id`, `invalid_jid`", body = ErrorBody),
+        (status = 403, description = "`not_group_admin`", body = ErrorBody),
+        (status = 404, description = "`session_not_found`, `group_not_found`", body = ErrorBody),
+        (status = 409, description = "`not_logged_in`", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`", body = ErrorBody),
+        (status = 429, description = "`rate_limited`", body = ErrorBody),
+        (status = 502, description = "`whatsapp_error`", body = ErrorBody),
+        (status = 503, description = "`unavailable`", body = ErrorBody),
+        (status = 504, description = "`whatsapp_timeout`", body = ErrorBody),
+    ),
+)]
 pub async fn demote(ctx: &Ctx, req: Request) -> Result<Response, ApiError> {
     let (id, jid, users) = participants_request(req).await?;
     ctx.gateway.demote_participants(&id, jid, users).await?;
     Ok(success())
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/sessions/{id}/groups/{group_jid}/invite-link",
+    tag = "groups",
+    summary = "The group's invite link",
+    params(
+        ("id" = String, Path, description = "The session id: 1-64 of A-Z a-z 0-9 _ -"),
+        ("group_jid" = String, Path, description = "A group JID (`<id>@g.us`) or a bare group id"),
+        ("reset" = Option<bool>, Query, description = "`true` revokes the current link and makes a new one"),
+    ),
+    responses(
+        (status = 200, description = "The link", body = InviteLink),
+        (status = 400, description = "`invalid_session_id`, `invalid_jid`", body = ErrorBody),
+        (status = 403, description = "`not_group_admin`", body = ErrorBody),
+        (status = 404, description = "`session_not_found`, `group_not_found`", body = ErrorBody),
+        (status = 409, description = "`not_logged_in`", body = ErrorBody),
+        (status = 429, description = "`rate_limited`", body = ErrorBody),
+        (status = 502, description = "`whatsapp_error`", body = ErrorBody),
+        (status = 503, description = "`unavailable`", body = ErrorBody),
+        (status = 504, description = "`whatsapp_timeout`", body = ErrorBody),
+    ),
+)]
 pub async fn invite_link(ctx: &Ctx, req: Request) -> Result<Response, ApiError> {
     let (id, jid) = (req.session()?, req.group()?);
     let link = ctx
         .gateway
         .invite_link(&id, jid, req.flag("reset")?)
         .await?;
-    Ok(json(&json!({ "invite_link": link })))
+    Ok(json(&InviteLink { invite_link: link }))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/sessions/{id}/groups/join",
+    tag = "groups",
+    summary = "Join a group by invite code or link",
+    params(
+        ("id" = String, Path, description = "The session id: 1-64 of A-Z a-z 0-9 _ -"),
+    ),
+    request_body = JoinGroup,
+    responses(
+        (status = 200, description = "The joined group", body = GroupCreated),
+        (status = 400, description = "`invalid_json`, `validation`, `invalid_session_id`", body = ErrorBody),
+        (status = 404, description = "`session_not_found`, `group_not_found`", body = ErrorBody),
+        (status = 409, description = "`not_logged_in`", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`", body = ErrorBody),
+        (status = 429, description = "`rate_limited`", body = ErrorBody),
+        (status = 502, description = "`whatsapp_error`", body = ErrorBody),
+        (status = 503, description = "`unavailable`", body = ErrorBody),
+        (status = 504, description = "`whatsapp_timeout`", body = ErrorBody),
+    ),
+)]
 pub async fn join(ctx: &Ctx, req: Request) -> Result<Response, ApiError> {
     let id = req.session()?;
     let body: JoinGroup = req.json().await?;
     let jid = ctx.gateway.join_group(&id, code_of(&body.code)?).await?;
-    Ok(json(&json!({ "group_jid": jid })))
+    Ok(json(&GroupCreated {
+        group_jid: jid.to_string(),
+    }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/sessions/{id}/groups/invite-info",
+    tag = "groups",
+    summary = "What an invite code leads to, without joining",
+    params(
+        ("id" = String, Path, description = "The session id: 1-64 of A-Z a-z 0-9 _ -"),
+        ("code" = String, Query, description = "An invite code or a https://chat.whatsapp.com/ link"),
+    ),
+    responses(
+        (status = 200, description = "The group behind the code", body = InviteInfoView),
+        (status = 400, description = "`validation`, `invalid_session_id`", body = ErrorBody),
+        (status = 404, description = "`session_not_found`, `group_not_found`", body = ErrorBody),
+        (status = 409, description = "`not_logged_in`", body = ErrorBody),
+        (status = 429, description = "`rate_limited`", body = ErrorBody),
+        (status = 502, description = "`whatsapp_error`", body = ErrorBody),
+        (status = 503, description = "`unavailable`", body = ErrorBody),
+        (status = 504, description = "`whatsapp_timeout`", body = ErrorBody),
+    ),
+)]
 pub async fn invite_info(ctx: &Ctx, req: Request) -> Result<Response, ApiError> {
     let id = req.session()?;
     let raw = req
@@ -262,6 +574,30 @@ fn modes(
     })
 }
 
+#[utoipa::path(
+    put,
+    path = "/api/v1/sessions/{id}/groups/{group_jid}/settings",
+    tag = "groups",
+    summary = "Change a group's settings; absent fields stay as they are",
+    params(
+        ("id" = String, Path, description = "The session id: 1-64 of A-Z a-z 0-9 _ -"),
+        ("group_jid" = String, Path, description = "A group JID (`<id>@g.us`) or a bare group id"),
+    ),
+    request_body = GroupSettings,
+    responses(
+        (status = 200, description = "Changed", body = Success),
+        (status = 400, description = "`invalid_json`, `validation`, `invalid_session_id`, `invalid_jid`", body = ErrorBody),
+        (status = 403, description = "`not_group_admin`", body = ErrorBody),
+        (status = 404, description = "`session_not_found`, `group_not_found`", body = ErrorBody),
+        (status = 409, description = "`not_logged_in`", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`", body = ErrorBody),
+        (status = 429, description = "`rate_limited`", body = ErrorBody),
+        (status = 502, description = "`whatsapp_error`", body = ErrorBody),
+        (status = 503, description = "`unavailable`", body = ErrorBody),
+        (status = 504, description = "`whatsapp_timeout`", body = ErrorBody),
+    ),
+)]
 pub async fn settings(ctx: &Ctx, req: Request) -> Result<Response, ApiError> {
     let (id, jid) = (req.session()?, req.group()?);
     let body: GroupSettings = req.json().await?;

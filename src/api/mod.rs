@@ -8,7 +8,9 @@
 //! - [`sessions`], [`groups`], [`messages`], [`events`], [`webhooks`], [`admin`], [`health`]:
 //!   the handlers, per resource.
 //! - [`request`]: path parameters, query flags and JSON bodies as the domain's types.
-//! - [`models`]: request bodies.
+//! - [`models`]: request and response bodies.
+//! - [`openapi`]: the OpenAPI document, generated from the handlers and [`models`].
+//! - [`ui`]: the dashboard and the docs UI, compiled into the binary.
 
 pub mod admin;
 pub mod errors;
@@ -17,10 +19,12 @@ pub mod groups;
 pub mod health;
 pub mod messages;
 pub mod models;
+pub mod openapi;
 pub mod qr;
 pub mod request;
 pub mod router;
 pub mod sessions;
+pub mod ui;
 pub mod webhooks;
 
 use bytes::{Buf, Bytes};
@@ -116,7 +120,7 @@ pub fn json_status<T: serde::Serialize>(value: &T, status: StatusCode) -> Respon
 }
 
 pub fn success() -> Response {
-    json(&serde_json::json!({"success": true}))
+    json(&models::Success::DONE)
 }
 
 fn with_ctx(ctx: Ctx) -> impl Filter<Extract = (Ctx,), Error = Infallible> + Clone {
@@ -250,6 +254,12 @@ async fn dispatch(ctx: &Ctx, endpoint: Endpoint, req: Request) -> Result<Respons
         #[cfg(feature = "test-server")]
         E::CrashActor => admin::crash(ctx, &req),
         E::SessionSnapshot => admin::snapshot(ctx, &req),
+        E::StreamAllEvents => events::stream_all(ctx, req).await,
+        E::OpenApi => Ok(openapi::openapi_json()),
+        E::Docs => Ok(ui::docs()),
+        E::DocsFile => ui::docs_file(&req),
+        E::Dashboard => Ok(ui::dashboard()),
+        E::DashboardAsset => ui::asset(&req),
     }
 }
 

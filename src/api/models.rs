@@ -1,23 +1,28 @@
-//! Request bodies and their parsing: syntax errors are 400 `invalid_json`, shape errors 400
-//! `validation` naming the field.
+//! Request and response bodies, and the parsing of requests: syntax errors are 400
+//! `invalid_json`, shape errors 400 `validation` naming the field. The OpenAPI document is
+//! generated from these types, so the description cannot drift from what is served.
 
-use serde::Deserialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::errors::ApiError;
+use wagate_actors::directory::NodeView;
+use wagate_actors::model::{GroupSummary, ParticipantResult, SessionStatus, SessionView};
+use wagate_actors::webhooks::WebhookView;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct CreateSession {
     pub id: Option<String>,
     pub name: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct PairRequest {
     pub phone_number: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct CreateGroup {
     pub name: String,
     #[serde(default)]
@@ -27,32 +32,33 @@ pub struct CreateGroup {
     pub membership_approval_mode: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct SetSubject {
     pub subject: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct SetDescription {
     /// Required: a text sets the description, `null` deletes it (`None` means the field was
     /// missing).
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>, required = true)]
     pub description: Option<Option<String>>,
     #[serde(default)]
     pub prev_id: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct Participants {
     pub participants: Vec<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct JoinGroup {
     pub code: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct GroupSettings {
     pub announce: Option<bool>,
     pub locked: Option<bool>,
@@ -64,7 +70,7 @@ pub struct GroupSettings {
     pub membership_approval_mode: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct SendText {
     pub to: String,
     pub text: String,
@@ -72,7 +78,7 @@ pub struct SendText {
     pub quoted_id: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateWebhook {
     pub url: String,
@@ -81,7 +87,7 @@ pub struct CreateWebhook {
     pub secret: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateWebhook {
     pub url: Option<String>,
@@ -90,11 +96,118 @@ pub struct UpdateWebhook {
     pub secret: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReplayWebhook {
     pub session: String,
     pub after: u64,
+}
+
+/// `{"success": true}`: the change is done (and, where it is stored, on disk).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Success {
+    pub success: bool,
+}
+
+impl Success {
+    pub const DONE: Success = Success { success: true };
+}
+
+/// `POST /sessions`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SessionCreated {
+    pub session: SessionView,
+}
+
+/// `GET /sessions`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SessionList {
+    pub sessions: Vec<SessionView>,
+    pub total: usize,
+}
+
+/// `POST /sessions/{id}/connect`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Connected {
+    pub success: bool,
+    pub status: SessionStatus,
+}
+
+/// `GET /sessions/{id}/groups`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct GroupList {
+    pub groups: Vec<GroupSummary>,
+    pub total: usize,
+}
+
+/// `POST /groups` and `POST /groups/join`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct GroupCreated {
+    pub group_jid: String,
+}
+
+/// Adding or removing participants: one result per participant.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ParticipantResults {
+    pub results: Vec<ParticipantResult>,
+}
+
+/// `GET /groups/{group_jid}/invite-link`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct InviteLink {
+    pub invite_link: String,
+}
+
+/// `GET /webhooks`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WebhookList {
+    pub webhooks: Vec<WebhookView>,
+}
+
+/// `GET /admin/actors`: the supervision tree, rooted at the supervisor.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ActorTree {
+    pub actors: Vec<NodeView>,
+}
+
+/// `GET /admin/actors/{name}`: the node and what the actor holds now (redacted).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ActorDetail {
+    #[serde(flatten)]
+    pub node: NodeView,
+    #[schema(value_type = Object)]
+    pub state: serde_json::Value,
+}
+
+/// `GET /health` and `GET /ready`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    /// `ok` for health; `ready` or `not_ready` for readiness.
+    pub status: &'static str,
+}
+
+/// One event as every transport carries it (events.md). The log stores these bytes and the
+/// transports send them as they are, so this type only describes them.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventEnvelope {
+    /// Unique and stable across retries and transports: the idempotency key.
+    pub id: String,
+    /// Per session, from 1, strictly increasing without gaps.
+    pub seq: u64,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub session: String,
+    pub occurred_at: u64,
+    #[schema(value_type = Object)]
+    pub data: serde_json::Value,
+}
+
+/// `GET /sessions/{id}/events`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventPage {
+    pub events: Vec<EventEnvelope>,
+    /// Pass as `after` to read on.
+    pub next_after: u64,
 }
 
 /// Tells a field given as `null` (`Some(None)`) from a missing one (`None`, by `default`).

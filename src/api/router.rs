@@ -62,6 +62,12 @@ pub enum Endpoint {
     #[cfg(feature = "test-server")]
     CrashActor,
     SessionSnapshot,
+    StreamAllEvents,
+    OpenApi,
+    Docs,
+    DocsFile,
+    Dashboard,
+    DashboardAsset,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -240,6 +246,12 @@ pub static ROUTES: LazyLock<Vec<Route>> = LazyLock::new(|| {
             E::StreamEvents,
             Api,
         ),
+        route(
+            Method::GET,
+            "/api/v1/events/stream",
+            E::StreamAllEvents,
+            Api,
+        ),
         route(Method::POST, "/api/v1/webhooks", E::CreateWebhook, Api),
         route(Method::GET, "/api/v1/webhooks", E::ListWebhooks, Api),
         route(Method::GET, "/api/v1/webhooks/{id}", E::GetWebhook, Api),
@@ -271,6 +283,12 @@ pub static ROUTES: LazyLock<Vec<Route>> = LazyLock::new(|| {
             E::SessionSnapshot,
             Admin,
         ),
+        // The browser's: the dashboard, the docs UI and the document it reads.
+        route(Method::GET, "/", E::Dashboard, Public),
+        route(Method::GET, "/assets/{file}", E::DashboardAsset, Public),
+        route(Method::GET, "/docs", E::Docs, Public),
+        route(Method::GET, "/docs/{file}", E::DocsFile, Public),
+        route(Method::GET, "/api/v1/openapi.json", E::OpenApi, Public),
     ];
     routes.extend(test_only_routes());
     routes
@@ -417,7 +435,8 @@ mod tests {
             at(Method::GET, "/api/v1/sessions/a/b/c/d/e/f"),
             Err(Miss::NotFound)
         );
-        assert_eq!(at(Method::GET, "/"), Err(Miss::NotFound));
+        assert_eq!(at(Method::GET, "//"), Err(Miss::NotFound));
+        assert_eq!(at(Method::GET, "/docs/"), Err(Miss::NotFound));
     }
 
     #[test]
@@ -435,7 +454,8 @@ mod tests {
                 .pattern
                 .replace("{id}", "s")
                 .replace("{group_jid}", "1-2@g.us")
-                .replace("{name}", "n");
+                .replace("{name}", "n")
+                .replace("{file}", "f");
             let found = resolve(&ROUTES, &route.method, &path).expect("route resolves");
             assert_eq!(
                 found.route.endpoint, route.endpoint,
