@@ -455,6 +455,87 @@ async fn sse_replays_the_log_then_goes_live_and_resumes_with_last_event_id() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn the_stream_of_every_session_carries_only_new_events_each_naming_its_session() {
+    let (sim, server) = setup().await;
+    sim.user("6285500000002").await;
+    let api = server.api();
+    api.post_json("/sessions", &json!({"id": "b"}))
+        .await
+        .expect(201);
+    let status_of_b = || async { api.get("/sessions/b").await.json()["status"].clone() };
+    assert!(
+        wait_until(WAIT, || async { status_of_b().await == "waiting_for_qr" }).await,
+        "b waits for its QR"
+    );
+    let heads: Vec<u64> = {
+        let mut heads = Vec::new();
+        for id in ["a", "b"] {
+            heads.push(all_events(&server, id).await.len() as u64);
+        }
+        heads
+    };
+
+    let response = server
+        .client()
+        .get(server.url("/api/v1/events/stream?types=message.received,session.status"))
+        .bearer_auth(server.api_token())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let reader = tokio::spawn(async move { sse_events(response, 2).await.0 });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let sent = sim
+        .post_ok(
+            "/accounts/6285500000002/send",
+            json!({"to": user(ME), "text": "to a"}),
+        )
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    event_where(&server, "message.received", |d| d["message_id"] == sent).await;
+    api.post("/sessions/b/disconnect").await.expect(200);
+    let got = tokio::time::timeout(WAIT, reader)
+        .await
+        .expect("both events in time")
+        .unwrap();
+
+    let of = |session: &str| {
+        got.iter()
+            .find(|(_, _, e)| e["session"] == session)
+            .cloned()
+    };
+    let (seq_a, kind_a, event_a) = of("a").expect("a's event");
+    assert_eq!(kind_a, "message.received");
+    assert_eq!(event_a["data"]["message_id"], sent.as_str());
+    assert!(seq_a > heads[0], "nothing from before the stream opened");
+    let (seq_b, kind_b, event_b) = of("b").expect("b's event");
+    assert_eq!(kind_b, "session.status");
+    assert_eq!(event_b["data"]["status"], "disconnected");
+    assert!(seq_b > heads[1], "nothing from before the stream opened");
+    // The same envelopes as each session's own log.
+    let logged_a = all_events(&server, "a").await;
+    assert_eq!(logged_a[seq_a as usize - 1], event_a);
+
+    // Input errors, in the contract's shape.
+    api.get("/events/stream?sessions=nope")
+        .await
+        .expect_error(404, "session_not_found");
+    api.get("/events/stream?sessions=bad%20id")
+        .await
+        .expect_error(400, "invalid_session_id");
+    api.get("/events/stream?types=message.nope")
+        .await
+        .expect_error(400, "validation");
+    server
+        .anon()
+        .get("/events/stream")
+        .await
+        .expect_error(401, "unauthorized");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn webhooks_are_signed_ordered_retried_and_replayable() {
     let (sim, server) = setup().await;
     sim.user("6285500000002").await;

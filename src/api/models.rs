@@ -175,7 +175,8 @@ pub struct ActorTree {
 pub struct ActorDetail {
     #[serde(flatten)]
     pub node: NodeView,
-    #[schema(value_type = Object)]
+    /// `null` while the actor is not running.
+    #[schema(value_type = Option<Object>)]
     pub state: serde_json::Value,
 }
 

@@ -172,6 +172,7 @@ pub async fn disconnect(ctx: &Ctx, req: Request) -> Result<Response, ApiError> {
         (status = 200, description = "Logged out", body = Success),
         (status = 400, description = "`invalid_session_id`", body = ErrorBody),
         (status = 404, description = "`session_not_found`", body = ErrorBody),
+        (status = 409, description = "`not_logged_in`", body = ErrorBody),
         (status = 502, description = "`whatsapp_error`", body = ErrorBody),
         (status = 503, description = "`unavailable`", body = ErrorBody),
         (status = 504, description = "`whatsapp_timeout`", body = ErrorBody),

@@ -7,6 +7,7 @@
 
 #![allow(dead_code)]
 
+pub mod contract;
 pub mod receiver;
 pub mod sim;
 
@@ -301,6 +302,15 @@ impl Api {
             .await
             .unwrap_or_else(|e| panic!("{method} {url}: reading body failed: {e:?}"))
             .to_vec();
+        let content_type = headers
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if let Err(departure) =
+            contract::check(&method, &url, status.as_u16(), content_type, &bytes)
+        {
+            panic!("{departure}");
+        }
         Reply {
             method,
             url,
