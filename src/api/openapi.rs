@@ -174,7 +174,7 @@ fn apply_access(operation: &mut Operation, access: Option<Access>) {
 }
 
 /// The document, built once.
-pub static DOCUMENT: LazyLock<Document> = LazyLock::new(|| ApiDoc::openapi());
+pub static DOCUMENT: LazyLock<Document> = LazyLock::new(ApiDoc::openapi);
 
 static DOCUMENT_JSON: LazyLock<String> = LazyLock::new(|| {
     DOCUMENT

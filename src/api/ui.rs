@@ -100,7 +100,12 @@ pub fn docs() -> Response {
     summary = "The files of the docs UI",
     params(("file" = String, Path, description = "`index.html` and the files it loads")),
     responses(
-        (status = 200, description = "The file", content_type = "text/html", body = String),
+        (status = 200, description = "The file", content(
+            (String = "text/html"),
+            (String = "text/javascript"),
+            (String = "text/css"),
+            (Vec<u8> = "image/png"),
+        )),
         (status = 404, description = "`not_found`", body = ErrorBody),
     ),
 )]

@@ -296,6 +296,8 @@ impl Api {
             .await
             .unwrap_or_else(|e| panic!("{method} {url}: request failed: {e:?}"));
         let status = resp.status();
+        // After redirects, the answer is the final URL's.
+        let answered_url = resp.url().to_string();
         let headers = resp.headers().clone();
         let bytes = resp
             .bytes()
@@ -306,9 +308,13 @@ impl Api {
             .get(reqwest::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
-        if let Err(departure) =
-            contract::check(&method, &url, status.as_u16(), content_type, &bytes)
-        {
+        if let Err(departure) = contract::check(
+            &method,
+            &answered_url,
+            status.as_u16(),
+            content_type,
+            &bytes,
+        ) {
             panic!("{departure}");
         }
         Reply {
