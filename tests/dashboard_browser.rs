@@ -1,7 +1,8 @@
 //! The dashboard in a real browser: headless Chromium, driven through ChromeDriver, signs in
 //! with the admin token, creates a session, shows its QR code; the simulated phone scans the
-//! code the page shows (read off a screenshot), and the page shows `logged_in` live. Any
-//! console error fails the test.
+//! code the page shows (read off a screenshot), and the page shows `logged_in` live. Then it
+//! disconnects and connects the session, shows its groups and a crashed actor, and deletes the
+//! session. Any console error fails the test.
 //!
 //! Needs `chromium` and `chromedriver` (Debian's `chromium` and `chromium-driver`; `.ci/run`
 //! installs them). `CHROMEDRIVER` and `CHROMIUM` override their paths.
@@ -119,6 +120,19 @@ async fn console(driver: &Driver, browser: &Client) -> Vec<Value> {
         .as_array()
         .cloned()
         .unwrap_or_else(|| panic!("ChromeDriver returned no browser log: {answer}"))
+}
+
+async fn click(browser: &Client, css: &str) {
+    let element = browser
+        .wait()
+        .at_most(STEP_TIMEOUT)
+        .for_element(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css} on the page: {e}"));
+    element
+        .click()
+        .await
+        .unwrap_or_else(|e| panic!("clicking {css}: {e}"));
 }
 
 async fn text_of(browser: &Client, css: &str) -> Option<String> {
@@ -271,6 +285,61 @@ async fn the_dashboard_pairs_a_session_by_qr_and_shows_it_logged_in_live() {
     })
     .await;
     assert!(tree.is_some(), "the actor tree shows the new session");
+
+    // A group made elsewhere shows once the page reloads the groups: after a reconnect.
+    let member = sim.user("6281100000002").await;
+    let api = server.api();
+    api.post_json(
+        "/sessions/browser1/groups",
+        &json!({"name": "Browser Group", "participants": [member]}),
+    )
+    .await
+    .expect(200);
+    click(&browser, "#disconnect").await;
+    wait_for_text(&browser, "#session-status", "disconnected")
+        .await
+        .expect("the page shows the session disconnected");
+    click(&browser, "#connect").await;
+    wait_for_text(&browser, "#session-status", "logged_in")
+        .await
+        .expect("the page shows the session back");
+    let groups = wait_for(STEP_TIMEOUT, || async {
+        text_of(&browser, "#groups")
+            .await
+            .filter(|t| t.contains("Browser Group"))
+    })
+    .await;
+    assert!(groups.is_some(), "the session's groups on the page");
+
+    // A crashed actor shows with its failure in the tree.
+    server
+        .admin()
+        .post("/admin/actors/session:browser1%2Fgroups/crash")
+        .await
+        .expect(202);
+    let failure = wait_for(STEP_TIMEOUT, || async {
+        text_of(&browser, "#actor-tree .has-failure")
+            .await
+            .filter(|t| t.contains("session:browser1/groups"))
+    })
+    .await;
+    assert!(failure.is_some(), "the failed actor is marked in the tree");
+
+    // Delete asks in the page first, then the session is gone.
+    click(&browser, "#delete").await;
+    click(&browser, "#delete-confirm").await;
+    let gone = wait_for(STEP_TIMEOUT, || async {
+        browser
+            .find(Locator::Css("[data-session=\"browser1\"]"))
+            .await
+            .is_err()
+            .then_some(())
+    })
+    .await;
+    assert!(gone.is_some(), "the deleted session leaves the list");
+    api.get("/sessions/browser1")
+        .await
+        .expect_error(404, "session_not_found");
 
     let errors: Vec<Value> = console(&driver, &browser)
         .await
