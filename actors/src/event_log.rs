@@ -269,9 +269,10 @@ impl EventLog {
         crate::store::flush_db(&self.db).await
     }
 
-    /// Up to `limit` events after `after` whose type passes `types` (all when `None`),
-    /// looking at most at `max_scan` events. `Err(Expired)` when events after `after` were
-    /// already dropped by retention.
+    /// Up to `limit` durable events after `after` whose type passes `types` (all when
+    /// `None`), looking at most at `max_scan` events. `Err(Expired)` when events after `after`
+    /// were already dropped by retention. Events past the published head are not read: until
+    /// their flush, a crash could take them back and their seq would be given again.
     pub fn read(
         &self,
         session: &str,
@@ -292,12 +293,16 @@ impl EventLog {
                 .unwrap_or(floor + 1);
             return Ok(Err(Expired { oldest }));
         }
-        let start = event_key(session, after.saturating_add(1));
-        let end = event_key(session, u64::MAX);
         let mut page = Page {
             events: Vec::new(),
             scanned_to: after,
         };
+        let durable = *self.head_sender(session)?.borrow();
+        if durable <= after {
+            return Ok(Ok(page));
+        }
+        let start = event_key(session, after + 1);
+        let end = event_key(session, durable);
         for (scanned, item) in self.events.range(start..=end).enumerate() {
             if scanned >= max_scan || page.events.len() >= limit {
                 break;
@@ -325,8 +330,9 @@ impl EventLog {
         types: Option<&[String]>,
         cap: usize,
     ) -> Result<(u64, Option<u64>)> {
+        let durable = *self.head_sender(session)?.borrow();
         let start = event_key(session, after.saturating_add(1));
-        let end = event_key(session, u64::MAX);
+        let end = event_key(session, durable.max(after));
         let mut count = 0;
         let mut oldest = None;
         for item in self.events.range(start..=end).take(cap) {
@@ -598,6 +604,39 @@ mod tests {
             log.append("s", 2, &[event("message.received", Some("k"))])
                 .unwrap()
                 .is_empty()
+        );
+    }
+
+    #[test]
+    fn reads_stop_at_the_published_head() {
+        let (log, _dir) = log();
+        log.append("s", 1, &[event("session.status", None)])
+            .unwrap();
+        // The first reader finds what was on disk at start: durable.
+        assert_eq!(
+            seqs(&log.read("s", 0, 10, None, 10).unwrap().unwrap()),
+            vec![1]
+        );
+        log.append(
+            "s",
+            2,
+            &[event("session.status", None), event("session.status", None)],
+        )
+        .unwrap();
+        let page = log.read("s", 0, 10, None, 10).unwrap().unwrap();
+        assert_eq!(seqs(&page), vec![1], "2 and 3 wait for their flush");
+        assert_eq!(page.scanned_to, 1);
+        assert!(
+            log.read("s", 1, 10, None, 10)
+                .unwrap()
+                .unwrap()
+                .events
+                .is_empty()
+        );
+        log.publish_head("s", 3);
+        assert_eq!(
+            seqs(&log.read("s", 1, 10, None, 10).unwrap().unwrap()),
+            vec![2, 3]
         );
     }
 

@@ -19,12 +19,18 @@ use crate::services::Shared;
 const RESTORE_TAIL: usize = 4096;
 /// How often retention looks for expired events.
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
+/// How long recorded events (acks, statuses, group changes) wait for their flush, so that a
+/// burst of them costs one disk sync rather than one per mailbox turn: syncs at that rate
+/// slowed the WhatsApp client's own store writes, and with them every send. Messages are
+/// appended, and flushed at once.
+const RECORD_FLUSH_DELAY: Duration = Duration::from_millis(20);
 
 pub enum EventsMsg {
     /// Appends a batch, all or nothing, durable before the answer (the newest seq).
     Append(Vec<NewEvent>, RpcReplyPort<Result<u64>>),
     /// Appends without anyone waiting; failures are logged. Made durable (and visible to
-    /// readers) by the next flush, one flush for every record queued before it.
+    /// readers) by the next flush, at most `RECORD_FLUSH_DELAY` later, one flush for every
+    /// record queued before it.
     Record(Vec<NewEvent>),
     /// Flushes what `Record` appended and shows it to readers.
     Flush,
@@ -133,6 +139,19 @@ impl Actor for EventsActor {
         })
     }
 
+    /// A stop (shutdown, restart, delete) never leaves recorded events waiting for a flush
+    /// that will not come.
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> std::result::Result<(), ActorProcessingErr> {
+        if state.flush_queued {
+            state.flush().await?;
+        }
+        Ok(())
+    }
+
     async fn post_start(
         &self,
         myself: ActorRef<Self::Msg>,
@@ -165,7 +184,7 @@ impl Actor for EventsActor {
                     tracing::error!(session = %state.id, error = %e, "could not append events");
                 } else if !state.flush_queued {
                     state.flush_queued = true;
-                    let _ = myself.cast(EventsMsg::Flush);
+                    myself.send_after(RECORD_FLUSH_DELAY, || EventsMsg::Flush);
                 }
             }
             EventsMsg::Flush => {
