@@ -614,7 +614,7 @@ impl Gateway {
     /// `GET /events/stream`: the events of `sessions` (every stored session when `None`) that
     /// become durable from now on, merged; each session's stay in seq order. Sessions created
     /// later are not followed.
-    pub async fn live_events(
+    pub fn live_events(
         &self,
         sessions: Option<Vec<SessionId>>,
         types: Option<Vec<String>>,
@@ -628,12 +628,14 @@ impl Gateway {
                 }
                 ids
             }
+            // The stored records name every session without asking any actor.
             None => self
-                .list_sessions()
-                .await?
+                .services
+                .store
+                .sessions()?
                 .into_iter()
-                .map(|s| SessionId::parse(&s.id))
-                .collect::<Result<Vec<_>>>()?,
+                .map(|record| record.id)
+                .collect(),
         };
         let log = self.services.events.clone();
         let mut streams = Vec::with_capacity(ids.len());

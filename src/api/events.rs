@@ -177,7 +177,7 @@ pub async fn stream_all(ctx: &Ctx, req: Request) -> Result<Response, ApiError> {
                 .collect::<Result<Vec<_>, _>>()
         })
         .transpose()?;
-    let events = ctx.gateway.live_events(sessions, types).await?;
+    let events = ctx.gateway.live_events(sessions, types)?;
     Ok(sse(events))
 }
 

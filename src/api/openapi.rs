@@ -190,7 +190,8 @@ static DOCUMENT_JSON: LazyLock<String> = LazyLock::new(|| {
     responses((status = 200, description = "The OpenAPI 3.1 document", body = Object)),
 )]
 pub fn openapi_json() -> Response {
-    let mut response = Response::new(DOCUMENT_JSON.clone().into());
+    let body: &'static str = &DOCUMENT_JSON;
+    let mut response = Response::new(body.into());
     response.headers_mut().insert(
         warp::http::header::CONTENT_TYPE,
         warp::http::HeaderValue::from_static("application/json"),
