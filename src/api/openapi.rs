@@ -191,12 +191,10 @@ static DOCUMENT_JSON: LazyLock<String> = LazyLock::new(|| {
 )]
 pub fn openapi_json() -> Response {
     let body: &'static str = &DOCUMENT_JSON;
-    let mut response = Response::new(body.into());
-    response.headers_mut().insert(
-        warp::http::header::CONTENT_TYPE,
+    ui::file(
+        body,
         warp::http::HeaderValue::from_static("application/json"),
-    );
-    response
+    )
 }
 
 #[cfg(test)]

@@ -2,8 +2,8 @@
 //! the docs UI at `/docs` (Swagger UI, vendored into the binary by `utoipa-swagger-ui`,
 //! reading `/api/v1/openapi.json`). Nothing is fetched from anywhere else, at build or run time.
 
+use bytes::Bytes;
 use std::sync::{Arc, LazyLock};
-use warp::Reply;
 use warp::http::{HeaderValue, StatusCode, header};
 use warp::reply::Response;
 
@@ -21,16 +21,21 @@ const DASHBOARD_CSP: &str = "default-src 'self'; img-src 'self' data: blob:; sty
 static SWAGGER_CONFIG: LazyLock<Arc<utoipa_swagger_ui::Config<'static>>> =
     LazyLock::new(|| Arc::new(utoipa_swagger_ui::Config::from("/api/v1/openapi.json")));
 
-fn page(body: &'static str, content_type: &'static str) -> Response {
-    let mut response = Response::new(body.into());
+/// A file as the browser gets it: its type, revalidated on every load, never sniffed.
+pub(super) fn file(body: impl Into<Bytes>, content_type: HeaderValue) -> Response {
+    let mut response = Response::new(body.into().into());
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(header::CONTENT_TYPE, content_type);
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     headers.insert(
         "x-content-type-options",
         HeaderValue::from_static("nosniff"),
     );
     response
+}
+
+fn page(body: &'static str, content_type: &'static str) -> Response {
+    file(body, HeaderValue::from_static(content_type))
 }
 
 #[utoipa::path(
@@ -110,16 +115,16 @@ pub fn docs() -> Response {
     ),
 )]
 pub fn docs_file(req: &Request) -> Result<Response, ApiError> {
-    let file = utoipa_swagger_ui::serve(req.param(0), SWAGGER_CONFIG.clone())
+    let served = utoipa_swagger_ui::serve(req.param(0), SWAGGER_CONFIG.clone())
         .map_err(|e| wagate_actors::GatewayError::Internal(format!("docs UI: {e}")))?
         .ok_or(ApiError::NotFound)?;
-    let content_type = HeaderValue::from_str(&file.content_type)
+    let content_type = HeaderValue::from_str(&served.content_type)
         .unwrap_or(HeaderValue::from_static("application/octet-stream"));
-    let mut response = Response::new(file.bytes.into_owned().into());
-    let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, content_type);
-    if file.gzpipped {
-        headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+    let mut response = file(served.bytes.into_owned(), content_type);
+    if served.gzpipped {
+        response
+            .headers_mut()
+            .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
     }
-    Ok(response.into_response())
+    Ok(response)
 }
