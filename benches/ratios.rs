@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use common::sim::Sim;
 use common::*;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Empty, Full};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
@@ -42,8 +42,8 @@ use whatsapp_rust::wacore::iq::groups::{GroupCreateOptions, GroupParticipantOpti
 const CONNECTIONS: usize = 32;
 const WARM_UP: Duration = Duration::from_secs(1);
 const MEASURE: Duration = Duration::from_secs(5);
-/// Texts sent per side, and how many are in flight at once.
-const SENDS: usize = 2000;
+/// Texts sent per side (`RATIOS_SENDS` overrides), and how many are in flight at once.
+const SENDS_DEFAULT: usize = 4000;
 const SENDS_IN_FLIGHT: usize = 16;
 /// Sequential texts per side before measuring (sender keys, sessions, device lists).
 const WARM_SENDS: usize = 5;
@@ -69,6 +69,134 @@ fn pct(sorted: &[Duration], p: f64) -> Duration {
 
 fn ratio(a: f64, b: f64) -> f64 {
     if b > 0.0 { a / b } else { 0.0 }
+}
+
+/// Texts each side sends in the measured part.
+fn sends() -> usize {
+    std::env::var("RATIOS_SENDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(SENDS_DEFAULT)
+}
+
+// ---------------------------------------------------------------------------
+// CPU accounting (Linux /proc; elsewhere every figure reads 0)
+// ---------------------------------------------------------------------------
+
+/// CPU time used so far, per part of the run: this process's threads grouped by the runtime
+/// they belong to (by thread name), and the wagate process as a whole.
+#[derive(Clone, Default)]
+struct CpuSample {
+    /// Threads named `bare-*`: the bare whatsapp-rust clients.
+    bare: Duration,
+    /// Threads named `load-*`: the HTTP load generator that drives wagate.
+    load: Duration,
+    /// Every other thread: the simulator (and the harness around it).
+    sim: Duration,
+    wagate: Duration,
+}
+
+/// Clock ticks per second of `/proc/*/stat` (USER_HZ).
+fn ticks_per_sec() -> f64 {
+    // SAFETY: sysconf only reads a configuration value.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if hz > 0 { hz as f64 } else { 100.0 }
+}
+
+/// (name, user + system CPU) of a `/proc/.../stat` file's contents.
+fn parse_stat(stat: &str) -> Option<(String, Duration)> {
+    let open = stat.find('(')?;
+    let close = stat.rfind(')')?;
+    let name = stat.get(open + 1..close)?.to_owned();
+    // After the name: state is field 3; utime and stime are fields 14 and 15.
+    let rest: Vec<&str> = stat.get(close + 1..)?.split_whitespace().collect();
+    let utime: u64 = rest.get(11)?.parse().ok()?;
+    let stime: u64 = rest.get(12)?.parse().ok()?;
+    Some((
+        name,
+        Duration::from_secs_f64((utime + stime) as f64 / ticks_per_sec()),
+    ))
+}
+
+fn cpu_sample(wagate_pid: u32) -> CpuSample {
+    let wagate_pid = (wagate_pid != 0).then_some(wagate_pid);
+    let mut sample = CpuSample::default();
+    if let Ok(tasks) = std::fs::read_dir("/proc/self/task") {
+        for task in tasks.flatten() {
+            let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+                continue;
+            };
+            let Some((name, used)) = parse_stat(&stat) else {
+                continue;
+            };
+            if name.starts_with("bare") {
+                sample.bare += used;
+            } else if name.starts_with("load") {
+                sample.load += used;
+            } else {
+                sample.sim += used;
+            }
+        }
+    }
+    if let Some((_, used)) = wagate_pid
+        .and_then(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
+        .as_deref()
+        .and_then(parse_stat)
+    {
+        sample.wagate = used;
+    }
+    sample
+}
+
+/// CPU used between two samples, per text sent.
+struct CpuPerSend {
+    sends: usize,
+    wall: Duration,
+    used: CpuSample,
+}
+
+impl CpuPerSend {
+    fn between(before: &CpuSample, after: &CpuSample, wall: Duration, sends: usize) -> Self {
+        CpuPerSend {
+            sends,
+            wall,
+            used: CpuSample {
+                bare: after.bare.saturating_sub(before.bare),
+                load: after.load.saturating_sub(before.load),
+                sim: after.sim.saturating_sub(before.sim),
+                wagate: after.wagate.saturating_sub(before.wagate),
+            },
+        }
+    }
+
+    fn line(&self) -> String {
+        let per_send = |d: Duration| d.as_secs_f64() * 1e6 / self.sends.max(1) as f64;
+        let busy = |d: Duration| 100.0 * ratio(d.as_secs_f64(), self.wall.as_secs_f64());
+        let u = &self.used;
+        let total = u.bare + u.load + u.sim + u.wagate;
+        let mut parts = Vec::new();
+        for (what, used) in [
+            ("wagate", u.wagate),
+            ("load generator", u.load),
+            ("bare client", u.bare),
+            ("simulator", u.sim),
+        ] {
+            if !used.is_zero() {
+                parts.push(format!(
+                    "{what} {:.0} µs ({:.0}%)",
+                    per_send(used),
+                    busy(used)
+                ));
+            }
+        }
+        format!(
+            "      CPU per send {:.0} µs, both cores {:.0}% busy: {}",
+            per_send(total),
+            busy(total) / 2.0,
+            parts.join(", ")
+        )
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -103,7 +231,12 @@ impl Load {
     }
 }
 
-async fn connect(addr: SocketAddr) -> Option<SendRequest<Empty<Bytes>>> {
+async fn connect<B>(addr: SocketAddr) -> Option<SendRequest<B>>
+where
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let stream = tokio::time::timeout(REQUEST_TIMEOUT, tokio::net::TcpStream::connect(addr))
         .await
         .ok()?
@@ -325,6 +458,7 @@ struct Sends {
     elapsed: Duration,
     routed: u64,
     latencies: Vec<Duration>,
+    cpu: Option<CpuPerSend>,
 }
 
 impl Sends {
@@ -344,8 +478,12 @@ impl Sends {
             self.returned.as_secs_f64(),
             self.elapsed.as_secs_f64(),
             self.routed,
-            SENDS + WARM_SENDS
-        )
+            sends() + WARM_SENDS
+        ) + &self
+            .cpu
+            .as_ref()
+            .map(|c| format!("\n{}", c.line()))
+            .unwrap_or_default()
     }
 }
 
@@ -366,27 +504,36 @@ where
     }
 }
 
-/// Runs `send(i)` for i in 0..SENDS with SENDS_IN_FLIGHT at once (each with SEND_TIMEOUT), then
-/// waits until the simulator has routed them all: `routed` reads its count, `base` before.
-async fn run_sends<F, Fut, R, RFut>(send: F, routed: R, base: u64) -> Sends
+/// Runs `send(i)` for i in 0..sends() with SENDS_IN_FLIGHT at once (each with SEND_TIMEOUT), on
+/// `runtime`, then waits until the simulator has routed them all: `routed` reads its count, `base`
+/// before. CPU use is sampled around it (`wagate_pid` is 0 when wagate is not the sender).
+async fn run_sends<F, Fut, R, RFut>(
+    runtime: &tokio::runtime::Handle,
+    wagate_pid: u32,
+    send: F,
+    routed: R,
+    base: u64,
+) -> Sends
 where
     F: Fn(usize) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = Result<(), String>> + Send,
     R: Fn() -> RFut,
     RFut: std::future::Future<Output = u64>,
 {
+    let sends = sends();
     let send = Arc::new(send);
     let next = Arc::new(AtomicUsize::new(0));
+    let cpu_before = cpu_sample(wagate_pid);
     let start = Instant::now();
     let workers: Vec<_> = (0..SENDS_IN_FLIGHT)
         .map(|_| {
             let send = send.clone();
             let next = next.clone();
-            tokio::spawn(async move {
+            runtime.spawn(async move {
                 let mut part = Sends::default();
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
-                    if i >= SENDS {
+                    if i >= sends {
                         break part;
                     }
                     let t = Instant::now();
@@ -410,7 +557,7 @@ where
         .collect();
     let mut total = Sends::default();
     for w in workers {
-        let part = tokio::time::timeout(SEND_TIMEOUT * (SENDS as u32 + 1), w)
+        let part = tokio::time::timeout(SEND_TIMEOUT * (sends as u32 + 1), w)
             .await
             .expect("send worker finishes")
             .expect("send worker does not panic");
@@ -421,6 +568,12 @@ where
     total.returned = start.elapsed();
     let n = wait_routed(&routed, base + total.ok as u64).await;
     total.elapsed = start.elapsed();
+    total.cpu = Some(CpuPerSend::between(
+        &cpu_before,
+        &cpu_sample(wagate_pid),
+        total.elapsed,
+        total.ok,
+    ));
     total.routed = n.saturating_sub(base);
     if total.routed < total.ok as u64 {
         tracing::warn!(
@@ -433,15 +586,60 @@ where
     total
 }
 
-async fn wagate_text(api: Api, path: Arc<str>, gid: Arc<str>, i: usize) -> Result<(), String> {
-    let body = json!({"to": &*gid, "text": format!("wagate bench {i}")});
-    let reply = api
-        .send(api.request(reqwest::Method::POST, &path).json(&body))
-        .await;
-    if reply.code() == 200 {
-        Ok(())
-    } else {
-        Err(format!("{} {}", reply.code(), reply.text()))
+/// Keep-alive HTTP/1.1 connections to wagate for the text load, one per send in flight: as lean
+/// as the read load's, so the load generator takes as little of the shared CPU as it can.
+struct TextLoad {
+    addr: SocketAddr,
+    host: String,
+    auth: String,
+    path: String,
+    gid: String,
+    idle: tokio::sync::Mutex<Vec<SendRequest<Full<Bytes>>>>,
+}
+
+impl TextLoad {
+    fn new(addr: SocketAddr, token: &str, path: &str, gid: &str) -> Arc<Self> {
+        Arc::new(TextLoad {
+            addr,
+            host: addr.to_string(),
+            auth: format!("Bearer {token}"),
+            path: format!("/api/v1{path}"),
+            gid: gid.to_owned(),
+            idle: tokio::sync::Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Sends text `i` and reads the answer; Ok only for a 200.
+    async fn send(self: Arc<Self>, i: usize) -> Result<(), String> {
+        let idle = self.idle.lock().await.pop();
+        let mut conn = match idle {
+            Some(conn) => conn,
+            None => connect(self.addr).await.ok_or("could not connect")?,
+        };
+        let body =
+            serde_json::to_vec(&json!({"to": self.gid, "text": format!("wagate bench {i}")}))
+                .map_err(|e| e.to_string())?;
+        let req = hyper::Request::post(&self.path)
+            .header(hyper::header::HOST, &self.host)
+            .header(hyper::header::AUTHORIZATION, &self.auth)
+            .header(hyper::header::CONTENT_TYPE, "application/json")
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| e.to_string())?;
+        conn.ready().await.map_err(|e| e.to_string())?;
+        let resp = conn.send_request(req).await.map_err(|e| e.to_string())?;
+        let status = resp.status();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes();
+        self.idle.lock().await.push(conn);
+        if status == hyper::StatusCode::OK {
+            Ok(())
+        } else {
+            Err(format!("{status} {}", String::from_utf8_lossy(&body)))
+        }
     }
 }
 
@@ -521,7 +719,7 @@ impl Wagate {
 
 /// A bare whatsapp-rust client over `backend`, built like the simulator's own tests build theirs
 /// and paired by QR; creates a group of `members`, sends `WARM_SENDS` texts one by one, then
-/// `SENDS` with `SENDS_IN_FLIGHT` in flight. Returns the figures and the group JID.
+/// `sends()` with `SENDS_IN_FLIGHT` in flight. Returns the figures and the group JID.
 async fn bare_texts(
     sim: &wa_sim::SimHandle,
     backend: Arc<dyn whatsapp_rust::wacore::store::traits::Backend>,
@@ -567,7 +765,7 @@ async fn bare_texts(
     for i in 0..WARM_SENDS {
         tokio::time::timeout(
             SEND_TIMEOUT,
-            client.send_text(gid.clone(), format!("bare bench {}", SENDS + i)),
+            client.send_text(gid.clone(), format!("bare bench {}", sends() + i)),
         )
         .await
         .expect("bare warm-up text in time")
@@ -577,6 +775,8 @@ async fn bare_texts(
     let sends = {
         let (client, gid) = (client.clone(), gid.clone());
         run_sends(
+            &tokio::runtime::Handle::current(),
+            0,
             move |i| {
                 let (client, gid) = (client.clone(), gid.clone());
                 async move {
@@ -660,6 +860,12 @@ async fn main() {
         .enable_all()
         .build()
         .expect("bare runtime");
+    // wagate's text load runs apart from the simulator, so each one's CPU can be told apart.
+    let load_rt = tokio::runtime::Builder::new_multi_thread()
+        .thread_name("load")
+        .enable_all()
+        .build()
+        .expect("load runtime");
     let sim = Sim::start().await;
     let members: Vec<String> = (0..MEMBERS).map(|i| format!("62899000001{i:02}")).collect();
     for phone in &members {
@@ -714,23 +920,29 @@ async fn main() {
     let gid: Arc<str> = wagate.gid.as_str().into();
     let routed = || async { sim.stats().await["messages_routed"].as_u64().unwrap_or(0) };
     let base = routed().await;
+    let text_load = TextLoad::new(wagate.addr(), API_TOKEN, &text_path, &gid);
     for i in 0..WARM_SENDS {
-        wagate_text(api.clone(), text_path.clone(), gid.clone(), SENDS + i)
+        // On the load runtime: the connections it opens are driven there from then on.
+        load_rt
+            .spawn(text_load.clone().send(sends() + i))
             .await
+            .expect("warm-up send does not panic")
             .expect("warm-up text through wagate");
     }
     let base = wait_routed(&routed, base + WARM_SENDS as u64).await;
     tracing::info!("text load: wagate");
     let w_sends = {
-        let (api, path, gid) = (api.clone(), text_path.clone(), gid.clone());
+        let text_load = text_load.clone();
         run_sends(
-            move |i| wagate_text(api.clone(), path.clone(), gid.clone(), i),
+            load_rt.handle(),
+            wagate.server.pid(),
+            move |i| text_load.clone().send(i),
             routed,
             base,
         )
         .await
     };
-    let w_delivered = delivered(&sim, &inbox, &wagate.gid, SENDS + WARM_SENDS).await;
+    let w_delivered = delivered(&sim, &inbox, &wagate.gid, sends() + WARM_SENDS).await;
 
     // The bare clients run on their own runtime, as wagate's runs in its own process.
     let handle = &sim.handle;
@@ -743,7 +955,7 @@ async fn main() {
             &members,
         ))
     });
-    let b_delivered = delivered(&sim, &inbox, &b_gid, SENDS + WARM_SENDS).await;
+    let b_delivered = delivered(&sim, &inbox, &b_gid, sends() + WARM_SENDS).await;
     tracing::info!("text load: bare client, SQLite store");
     let store_dir = tempfile::Builder::new()
         .prefix("wagate-bench-store-")
@@ -758,7 +970,7 @@ async fn main() {
             bare_texts(handle, Arc::new(store), "6289900000004", &members).await
         })
     });
-    let s_delivered = delivered(&sim, &inbox, &s_gid, SENDS + WARM_SENDS).await;
+    let s_delivered = delivered(&sim, &inbox, &s_gid, sends() + WARM_SENDS).await;
 
     println!("wagate ratio benchmark (wa-sim, everything on 127.0.0.1)");
     println!(
@@ -784,7 +996,8 @@ async fn main() {
         ratio(q_info.rps(), b_info.rps())
     );
     println!(
-        "group texts: {SENDS} sends, {SENDS_IN_FLIGHT} in flight, groups of {} (after {WARM_SENDS} warm-up sends each); sends/s count until the sim routed them all",
+        "group texts: {} sends, {SENDS_IN_FLIGHT} in flight, groups of {} (after {WARM_SENDS} warm-up sends each); sends/s count until the sim routed them all",
+        sends(),
         MEMBERS + 1
     );
     println!("{}", w_sends.line("wagate POST messages/text", w_delivered));
@@ -804,4 +1017,5 @@ async fn main() {
 
     drop(wagate);
     bare_rt.shutdown_background();
+    load_rt.shutdown_background();
 }

@@ -6,7 +6,8 @@ use serde_json::{Value, json};
 
 use crate::event_log::NewEvent;
 use crate::model::{
-    GroupChange, GroupNotification, IncomingMessage, MessageAck, MessageContent, SessionStatus,
+    AckStatus, GroupChange, GroupNotification, IncomingMessage, MessageAck, MessageContent,
+    SessionStatus,
 };
 
 /// `message.received` (or `message.sent` for this account's other devices), keyed by
@@ -87,7 +88,8 @@ pub fn message_key(chat: &str, sender: &str, id: &str) -> String {
     format!("msg\u{1f}{chat}\u{1f}{sender}\u{1f}{id}")
 }
 
-/// One `message.ack` per acknowledged message; a receipt WhatsApp repeats is one event.
+/// One `message.ack` per acknowledged message; a receipt WhatsApp repeats is one event. The
+/// server's accept of a send comes once, from the send itself, so it needs no key.
 pub fn acks(ack: &MessageAck) -> Vec<NewEvent> {
     ack.message_ids
         .iter()
@@ -100,12 +102,14 @@ pub fn acks(ack: &MessageAck) -> Vec<NewEvent> {
                 "status": ack.status.as_str(),
                 "by": ack.by,
             }),
-            idempotency_key: Some(format!(
-                "ack\u{1f}{}\u{1f}{}\u{1f}{id}\u{1f}{}",
-                ack.chat,
-                ack.by,
-                ack.status.as_str()
-            )),
+            idempotency_key: (ack.status != AckStatus::Server).then(|| {
+                format!(
+                    "ack\u{1f}{}\u{1f}{}\u{1f}{id}\u{1f}{}",
+                    ack.chat,
+                    ack.by,
+                    ack.status.as_str()
+                )
+            }),
         })
         .collect()
 }
@@ -224,7 +228,7 @@ fn updated(note: &GroupNotification, changes: Value) -> NewEvent {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{AckStatus, MediaKind};
+    use crate::model::MediaKind;
 
     const ME: &str = "111@s.whatsapp.net";
     const B: &str = "222@s.whatsapp.net";
@@ -335,6 +339,22 @@ mod tests {
             json!({"message_id": "b", "chat": B, "status": "read", "by": B})
         );
         assert_ne!(out[0].idempotency_key, out[1].idempotency_key);
+        assert!(out.iter().all(|e| e.idempotency_key.is_some()));
+    }
+
+    #[test]
+    fn the_server_accept_of_a_send_needs_no_key() {
+        let ack = MessageAck {
+            chat: B.into(),
+            by: "s.whatsapp.net".into(),
+            message_ids: vec!["a".into()],
+            status: AckStatus::Server,
+            timestamp: 9,
+        };
+        let out = acks(&ack);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].data["status"], "server");
+        assert_eq!(out[0].idempotency_key, None);
     }
 
     #[test]
