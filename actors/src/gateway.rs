@@ -32,6 +32,8 @@ use crate::whatsapp::connection::{ClientSlots, ConnectionEnv};
 
 /// How long a request waits for a session (or its child) that is being restarted.
 const RESTART_WAIT: Duration = Duration::from_secs(3);
+/// How long the root may take to start the webhooks actor and every stored session's actor.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// How often a waiting request looks again.
 const RESTART_POLL: Duration = Duration::from_millis(20);
 /// Upper bound for asking an actor what it holds (admin only).
@@ -110,6 +112,16 @@ impl Gateway {
         let (supervisor, supervisor_task) = Actor::spawn(None, Supervisor, services.clone())
             .await
             .map_err(|e| GatewayError::Internal(format!("starting the supervisor: {e}")))?;
+        // The spawn returns before the root's post_start has built the rest of the tree.
+        let ready = supervisor
+            .call(SupervisorMsg::Ready, Some(START_TIMEOUT))
+            .await;
+        if !matches!(ready, Ok(CallResult::Success(()))) {
+            supervisor.stop(Some("start-up did not finish".into()));
+            return Err(GatewayError::Internal(format!(
+                "the actor tree did not finish starting within {START_TIMEOUT:?}"
+            )));
+        }
         Ok(Self {
             services,
             supervisor,

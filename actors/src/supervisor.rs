@@ -26,6 +26,9 @@ pub enum SupervisorMsg {
     },
     /// (Re)start the webhooks actor.
     StartWebhooks { attempt: u32 },
+    /// Answered as the first message: by then `post_start` has started the webhooks actor and
+    /// every stored session, so a server that waits for it never shows a half-built tree.
+    Ready(RpcReplyPort<()>),
     /// (Re)start a session actor; `attempt` counts failed spawns in a row.
     Start {
         id: SessionId,
@@ -188,6 +191,9 @@ impl Actor for Supervisor {
                     Err(e) => Err(e),
                 };
                 let _ = reply.send(result);
+            }
+            SupervisorMsg::Ready(reply) => {
+                let _ = reply.send(());
             }
             SupervisorMsg::StartWebhooks { attempt } => {
                 if state.webhooks.is_none() {
