@@ -203,6 +203,7 @@ impl CpuPerSend {
         let busy = |d: Duration| 100.0 * ratio(d.as_secs_f64(), self.wall.as_secs_f64());
         let u = &self.used;
         let total = u.bare + u.load + u.sim + u.wagate;
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let mut parts = Vec::new();
         for (what, used) in [
             ("wagate", u.wagate),
@@ -219,9 +220,9 @@ impl CpuPerSend {
             }
         }
         format!(
-            "      CPU per send {:.0} µs, both cores {:.0}% busy: {}",
+            "      CPU per send {:.0} µs, all {cores} cores {:.0}% busy: {}",
             per_send(total),
-            busy(total) / 2.0,
+            busy(total) / cores as f64,
             parts.join(", ")
         )
     }
