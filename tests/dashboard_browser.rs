@@ -154,6 +154,15 @@ async fn wait_for_text(browser: &Client, css: &str, want: &str) -> Result<(), Op
     Err(last)
 }
 
+/// Waits until the element's text contains `part`.
+async fn page_shows(browser: &Client, css: &str, part: &str) -> bool {
+    wait_for(STEP_TIMEOUT, || async {
+        text_of(browser, css).await.filter(|t| t.contains(part))
+    })
+    .await
+    .is_some()
+}
+
 /// The QR code as the page shows it, read off a screenshot of the image.
 async fn qr_on_page(browser: &Client) -> Option<String> {
     let image = browser.find(Locator::Css("#qr-image")).await.ok()?;
@@ -212,13 +221,10 @@ async fn the_dashboard_pairs_a_session_by_qr_and_shows_it_logged_in_live() {
         .expect("signing in");
 
     // Signed in: the actor tree shows the supervisor.
-    let tree = wait_for(STEP_TIMEOUT, || async {
-        text_of(&browser, "#actor-tree")
-            .await
-            .filter(|t| t.contains("supervisor"))
-    })
-    .await;
-    assert!(tree.is_some(), "the actor tree after sign-in");
+    assert!(
+        page_shows(&browser, "#actor-tree", "supervisor").await,
+        "the actor tree after sign-in"
+    );
 
     browser
         .find(Locator::Css("#new-session-id"))
@@ -278,13 +284,10 @@ async fn the_dashboard_pairs_a_session_by_qr_and_shows_it_logged_in_live() {
     })
     .await;
     assert!(qr_hidden.is_some(), "the QR code goes away once logged in");
-    let tree = wait_for(STEP_TIMEOUT, || async {
-        text_of(&browser, "#actor-tree")
-            .await
-            .filter(|t| t.contains("session:browser1"))
-    })
-    .await;
-    assert!(tree.is_some(), "the actor tree shows the new session");
+    assert!(
+        page_shows(&browser, "#actor-tree", "session:browser1").await,
+        "the actor tree shows the new session"
+    );
 
     // A group made elsewhere shows once the page reloads the groups: after a reconnect.
     let member = sim.user("6281100000002").await;
@@ -303,13 +306,10 @@ async fn the_dashboard_pairs_a_session_by_qr_and_shows_it_logged_in_live() {
     wait_for_text(&browser, "#session-status", "logged_in")
         .await
         .expect("the page shows the session back");
-    let groups = wait_for(STEP_TIMEOUT, || async {
-        text_of(&browser, "#groups")
-            .await
-            .filter(|t| t.contains("Browser Group"))
-    })
-    .await;
-    assert!(groups.is_some(), "the session's groups on the page");
+    assert!(
+        page_shows(&browser, "#groups", "Browser Group").await,
+        "the session's groups on the page"
+    );
 
     // A crashed actor shows with its failure in the tree.
     server
@@ -317,13 +317,15 @@ async fn the_dashboard_pairs_a_session_by_qr_and_shows_it_logged_in_live() {
         .post("/admin/actors/session:browser1%2Fgroups/crash")
         .await
         .expect(202);
-    let failure = wait_for(STEP_TIMEOUT, || async {
-        text_of(&browser, "#actor-tree .has-failure")
-            .await
-            .filter(|t| t.contains("session:browser1/groups"))
-    })
-    .await;
-    assert!(failure.is_some(), "the failed actor is marked in the tree");
+    assert!(
+        page_shows(
+            &browser,
+            "#actor-tree .has-failure",
+            "session:browser1/groups"
+        )
+        .await,
+        "the failed actor is marked in the tree"
+    );
 
     // Delete asks in the page first, then the session is gone.
     click(&browser, "#delete").await;
