@@ -30,10 +30,10 @@ use crate::telemetry::{StatusLabels, Telemetry, WebhookLabels};
 use crate::webhooks::{CreatedWebhook, WebhookPatch, WebhookSpec, WebhookView, WebhooksMsg};
 use crate::whatsapp::connection::{ClientSlots, ConnectionEnv};
 
-/// How long a request waits for a session (or its child) that is being restarted.
-const RESTART_WAIT: Duration = Duration::from_secs(3);
 /// How long the root may take to start the webhooks actor and every stored session's actor.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a request waits for a session (or its child) that is being restarted.
+const RESTART_WAIT: Duration = Duration::from_secs(3);
 /// How often a waiting request looks again.
 const RESTART_POLL: Duration = Duration::from_millis(20);
 /// Upper bound for asking an actor what it holds (admin only).
