@@ -5,8 +5,9 @@
 //! admin API reads it without messaging any actor, so it answers while an actor is busy.
 //!
 //! Per live session: a [`SessionLink`] with the cells of the session and its children, the
-//! status the session last published and the groups cache's latest snapshot, so that cached
-//! reads never wait behind a mailbox.
+//! status the session last published, the groups cache's latest snapshot and the session's
+//! logged-in client, so that cached reads and texts to cached groups never wait behind a
+//! mailbox.
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 use ractor::{ActorCell, ActorStatus};
@@ -17,6 +18,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use crate::group_cache::GroupsSnapshot;
 use crate::model::SessionStatus;
+use crate::whatsapp::WaClient;
 
 pub const ROOT: &str = "supervisor";
 /// The webhook deliveries' actor, a child of the root.
@@ -104,6 +106,9 @@ pub struct SessionLink {
     invites: ArcSwapOption<ActorCell>,
     events: ArcSwapOption<ActorCell>,
     groups_cache: ArcSwap<GroupsSnapshot>,
+    /// Published by the session actor, which alone creates and stops clients; a handle here
+    /// never outlives the connection it talks through.
+    client: ArcSwapOption<WaClient>,
 }
 
 impl SessionLink {
@@ -115,6 +120,7 @@ impl SessionLink {
             invites: ArcSwapOption::empty(),
             events: ArcSwapOption::empty(),
             groups_cache: ArcSwap::from_pointee(GroupsSnapshot::default()),
+            client: ArcSwapOption::empty(),
         }
     }
 
@@ -164,6 +170,15 @@ impl SessionLink {
 
     pub fn publish_groups(&self, snapshot: GroupsSnapshot) {
         self.groups_cache.store(Arc::new(snapshot));
+    }
+
+    /// The session's current client, once its connection is up.
+    pub fn client(&self) -> Option<Arc<WaClient>> {
+        self.client.load_full()
+    }
+
+    pub fn publish_client(&self, client: Option<WaClient>) {
+        self.client.store(client.map(Arc::new));
     }
 }
 

@@ -12,7 +12,7 @@ use crate::directory::{ActorKind, Directory, NodeView, ROOT, SessionLink, WEBHOO
 use crate::error::{GatewayError, Result};
 use crate::event_log::{EventLog, StoredEvent};
 use crate::events::EventsMsg;
-use crate::group_cache::{CachedGroup, ParticipantAction, refused_admin_changes};
+use crate::group_cache::{CachedGroup, ParticipantAction, may_send, refused_admin_changes};
 use crate::groups::GroupsMsg;
 use crate::intensity::Intensity;
 use crate::invites::InvitesMsg;
@@ -536,10 +536,7 @@ impl Gateway {
     ) -> Result<SentMessage> {
         let chat = to.as_str().to_owned();
         let sent = match to {
-            ChatJid::Group(jid) => {
-                self.call_groups(id, |reply| GroupsMsg::SendText { jid, text, reply })
-                    .await
-            }
+            ChatJid::Group(jid) => self.send_to_group(id, jid, text).await,
             ChatJid::User(to) => {
                 self.call_session(id, |reply| SessionMsg::SendText { to, text, reply })
                     .await
@@ -563,6 +560,27 @@ impl Gateway {
                 .cast(EventsMsg::Record(crate::event_data::acks(&ack)));
         }
         Ok(sent)
+    }
+
+    /// A text to a group the cache knows goes straight to the session's client, as cached
+    /// reads do: it needs nothing else from the groups actor, whose mailbox may be busy with
+    /// queries. An unknown group goes through the actor, which queries it first.
+    async fn send_to_group(
+        &self,
+        id: &SessionId,
+        jid: GroupJid,
+        text: String,
+    ) -> Result<SentMessage> {
+        let link = self.link(id).await?;
+        logged_in(&link)?;
+        if let Some(client) = link.client()
+            && let Some(group) = link.groups_cache().group(jid.as_str())
+        {
+            may_send(&group, client.own_user().as_deref())?;
+            return client.send_text(&ChatJid::Group(jid), text).await;
+        }
+        self.call_groups(id, |reply| GroupsMsg::SendText { jid, text, reply })
+            .await
     }
 
     // ---- admin (admin.md) ----

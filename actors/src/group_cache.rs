@@ -178,6 +178,11 @@ impl GroupsSnapshot {
             .then(|| self.summaries())
     }
 
+    /// One group, however old: enough to know whether this account may send to it.
+    pub fn group(&self, jid: &str) -> Option<Arc<CachedGroup>> {
+        self.groups.get(jid).cloned()
+    }
+
     /// One group, when it was fetched within `max_age_secs` of `now`.
     pub fn fresh_group(&self, jid: &str, now: u64, max_age_secs: u64) -> Option<Arc<CachedGroup>> {
         self.groups

@@ -280,7 +280,9 @@ impl SessionState {
         tokio::spawn(async move { services.connections.slots.stop(id.as_str()).await });
     }
 
+    /// Hands the current client (or its absence) to the children and to the façade's link.
     fn tell_children_client(&self, client: Option<WaClient>) {
+        self.link.publish_client(client.clone());
         if let Some(g) = &self.groups {
             let _ = g.cast(GroupsMsg::ClientChanged(client.clone()));
         }
