@@ -20,7 +20,7 @@ use wacore_binary::node::Node;
 
 use crate::conn::Ctx;
 use crate::iq::split_jid;
-use crate::messages::{Enc, enc_of, phone_receive};
+use crate::messages::{Enc, enc_of, phone_receive, spawn_phone_work};
 use crate::nodes::{attr, child, children, iq_error, iq_result, text};
 use crate::signal::now_secs;
 use crate::world::{Sim, World};
@@ -998,7 +998,7 @@ pub async fn route_group_message(ctx: &Ctx, node: &Node, phone: &str, device: u1
                     (member.clone(), phone.to_string(), chat.clone(), id.clone());
                 let skmsg = skmsg.clone();
                 let own = own.clone();
-                tokio::spawn(async move {
+                spawn_phone_work(&ctx.sim, async move {
                     deliver_to_phone(&sim, &member, &sender, device, &chat, &id, own, skmsg).await;
                 });
                 continue;

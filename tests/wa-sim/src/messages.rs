@@ -125,7 +125,7 @@ async fn route_dm(sim: &Arc<Sim>, node: &Node, phone: &str, device: u16, to: &st
             continue;
         }
         if target_device == 0 {
-            let sim = sim.clone();
+            let phone_sim = sim.clone();
             // The chat is named from the receiving phone's side.
             let chat = if target_phone == phone {
                 format!("{peer_phone}@s.whatsapp.net")
@@ -134,8 +134,8 @@ async fn route_dm(sim: &Arc<Sim>, node: &Node, phone: &str, device: u16, to: &st
             };
             let (sender, id) = (phone.to_string(), id.clone());
             let target = target_phone.clone();
-            tokio::spawn(async move {
-                phone_receive(&sim, &target, &sender, device, &chat, &id, &enc, None).await;
+            spawn_phone_work(sim, async move {
+                phone_receive(&phone_sim, &target, &sender, device, &chat, &id, &enc, None).await;
             });
             continue;
         }
@@ -157,6 +157,17 @@ async fn route_dm(sim: &Arc<Sim>, node: &Node, phone: &str, device: u16, to: &st
         let stanza = builder.children(kids).build();
         sim.world().deliver(&target_phone, target_device, stanza);
     }
+}
+
+/// Runs a simulated phone's handling of a message in a task of its own, counted in
+/// `phone_messages_pending` until it is done.
+pub fn spawn_phone_work(sim: &Arc<Sim>, work: impl Future<Output = ()> + Send + 'static) {
+    sim.world().stats.phone_messages_pending += 1;
+    let sim = sim.clone();
+    tokio::spawn(async move {
+        work.await;
+        sim.world().stats.phone_messages_pending -= 1;
+    });
 }
 
 /// The simulated phone of `target` (device 0) receives an encrypted payload and keeps the

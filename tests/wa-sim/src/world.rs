@@ -211,6 +211,9 @@ pub struct Stats {
     pub iqs: BTreeMap<String, u64>,
     pub unknown_iqs: u64,
     pub messages_routed: u64,
+    /// Messages handed to simulated phones (device 0) that they have not yet decrypted into
+    /// their inboxes (or failed to).
+    pub phone_messages_pending: u64,
     /// Messages companion devices acknowledged (delivery receipt or `<ack class="message">`).
     pub messages_acked: u64,
     pub group_queries: BTreeMap<String, u64>,
