@@ -12,14 +12,16 @@ use crate::directory::{ActorKind, Directory, NodeView, ROOT, SessionLink, WEBHOO
 use crate::error::{GatewayError, Result};
 use crate::event_log::{EventLog, StoredEvent};
 use crate::events::EventsMsg;
-use crate::group_cache::{CachedGroup, ParticipantAction, may_send, refused_admin_changes};
+use crate::group_cache::{
+    CachedGroup, GroupsSnapshot, ParticipantAction, may_send, refused_admin_changes,
+};
 use crate::groups::GroupsMsg;
 use crate::intensity::Intensity;
 use crate::invites::InvitesMsg;
 use crate::model::{
     ChatJid, DeviceView, GroupInfoView, GroupJid, GroupSettingsChange, GroupSummary, GroupView,
-    InviteInfoView, PairCodeView, ParticipantResult, QrView, SentMessage, SessionId, SessionStatus,
-    SessionView, StatusView, UserJid,
+    InviteInfoView, PairCodeView, ParticipantResult, QrView, Rendered, SentMessage, SessionId,
+    SessionStatus, SessionView, StatusView, UserJid,
 };
 use crate::services::{Services, Shared};
 use crate::session::{RESTART_REASON, SessionMsg};
@@ -314,35 +316,32 @@ impl Gateway {
 
     /// The session's groups; from the cache while its list is fresh.
     pub async fn list_groups(&self, id: &SessionId, refresh: bool) -> Result<Vec<GroupSummary>> {
-        if !refresh {
-            let link = self.link(id).await?;
-            logged_in(&link)?;
-            let now = crate::unix_now();
-            if let Some(list) = link.groups_cache().fresh_list(now, self.refresh_secs()) {
-                return Ok(list);
-            }
+        if !refresh
+            && let Some(list) = self
+                .groups_snapshot(id)
+                .await?
+                .fresh_list(crate::unix_now(), self.refresh_secs())
+        {
+            return Ok(list);
         }
         self.call_groups(id, |reply| GroupsMsg::List { refresh, reply })
             .await
     }
 
-    async fn cached_group(
+    /// The session's groups snapshot, once it is logged in.
+    async fn groups_snapshot(&self, id: &SessionId) -> Result<Arc<GroupsSnapshot>> {
+        let link = self.link(id).await?;
+        logged_in(&link)?;
+        Ok(link.groups_cache())
+    }
+
+    /// The group as the groups actor has it, after querying WhatsApp when stale or `refresh`.
+    async fn queried_group(
         &self,
         id: &SessionId,
         jid: &GroupJid,
         refresh: bool,
     ) -> Result<Arc<CachedGroup>> {
-        if !refresh {
-            let link = self.link(id).await?;
-            logged_in(&link)?;
-            let now = crate::unix_now();
-            if let Some(group) =
-                link.groups_cache()
-                    .fresh_group(jid.as_str(), now, self.refresh_secs())
-            {
-                return Ok(group);
-            }
-        }
         let jid = jid.clone();
         self.call_groups(id, |reply| GroupsMsg::Get {
             jid,
@@ -352,17 +351,42 @@ impl Gateway {
         .await
     }
 
-    pub async fn group(&self, id: &SessionId, jid: &GroupJid, refresh: bool) -> Result<GroupView> {
-        Ok(self.cached_group(id, jid, refresh).await?.view())
+    /// `GET /groups/{jid}`; a fresh cached group's reply is rendered once per cache change.
+    pub async fn group(
+        &self,
+        id: &SessionId,
+        jid: &GroupJid,
+        refresh: bool,
+    ) -> Result<Rendered<GroupView>> {
+        if !refresh
+            && let Some(view) = self.groups_snapshot(id).await?.fresh_view(
+                jid.as_str(),
+                crate::unix_now(),
+                self.refresh_secs(),
+            )
+        {
+            return view;
+        }
+        Rendered::render(&self.queried_group(id, jid, refresh).await?.view())
     }
 
+    /// `GET /groups/{jid}/info`; rendered as [`Self::group`] is.
     pub async fn group_info(
         &self,
         id: &SessionId,
         jid: &GroupJid,
         refresh: bool,
-    ) -> Result<GroupInfoView> {
-        Ok(self.cached_group(id, jid, refresh).await?.info())
+    ) -> Result<Rendered<GroupInfoView>> {
+        if !refresh
+            && let Some(info) = self.groups_snapshot(id).await?.fresh_info(
+                jid.as_str(),
+                crate::unix_now(),
+                self.refresh_secs(),
+            )
+        {
+            return info;
+        }
+        Rendered::render(&self.queried_group(id, jid, refresh).await?.info())
     }
 
     pub async fn create_group(

@@ -4,12 +4,12 @@
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use crate::error::GatewayError;
 use crate::model::{
     GroupChange, GroupInfoView, GroupNotification, GroupSettingsChange, GroupSummary, GroupView,
-    ParticipantResult, ParticipantView, UserJid,
+    ParticipantResult, ParticipantView, Rendered, UserJid,
 };
 
 /// What the cache keeps of a group.
@@ -155,6 +155,27 @@ pub struct GroupsSnapshot {
     pub list_fetched_at: u64,
     pub groups: BTreeMap<String, Arc<CachedGroup>>,
     pub departed: BTreeMap<String, String>,
+    /// Each group's replies, rendered on first read: a snapshot never changes, so neither do
+    /// they, and every reader of the snapshot shares them.
+    renders: BTreeMap<String, GroupRenders>,
+}
+
+#[derive(Debug, Default, Clone)]
+struct GroupRenders {
+    view: OnceLock<Rendered<GroupView>>,
+    info: OnceLock<Rendered<GroupInfoView>>,
+}
+
+/// The value in `cell`, rendered from `view()` on first use.
+fn rendered_once<T: Serialize>(
+    cell: &OnceLock<Rendered<T>>,
+    view: impl FnOnce() -> T,
+) -> Result<Rendered<T>, GatewayError> {
+    if let Some(done) = cell.get() {
+        return Ok(done.clone());
+    }
+    let fresh = Rendered::render(&view())?;
+    Ok(cell.get_or_init(|| fresh).clone())
 }
 
 impl GroupsSnapshot {
@@ -189,6 +210,30 @@ impl GroupsSnapshot {
             .get(jid)
             .filter(|g| is_fresh(g.fetched_at, now, max_age_secs))
             .cloned()
+    }
+
+    /// A fresh group's `GET /groups/{jid}` reply (see [`Self::fresh_group`]).
+    pub fn fresh_view(
+        &self,
+        jid: &str,
+        now: u64,
+        max_age_secs: u64,
+    ) -> Option<Result<Rendered<GroupView>, GatewayError>> {
+        let group = self.fresh_group(jid, now, max_age_secs)?;
+        let renders = self.renders.get(jid)?;
+        Some(rendered_once(&renders.view, || group.view()))
+    }
+
+    /// A fresh group's `GET /groups/{jid}/info` reply (see [`Self::fresh_group`]).
+    pub fn fresh_info(
+        &self,
+        jid: &str,
+        now: u64,
+        max_age_secs: u64,
+    ) -> Option<Result<Rendered<GroupInfoView>, GatewayError>> {
+        let group = self.fresh_group(jid, now, max_age_secs)?;
+        let renders = self.renders.get(jid)?;
+        Some(rendered_once(&renders.info, || group.info()))
     }
 }
 
@@ -255,6 +300,11 @@ impl GroupCache {
             list_fetched_at: self.list_fetched_at,
             groups: self.groups.clone(),
             departed: self.departed.clone(),
+            renders: self
+                .groups
+                .keys()
+                .map(|jid| (jid.clone(), GroupRenders::default()))
+                .collect(),
         }
     }
 
@@ -752,5 +802,37 @@ mod tests {
             participant_status(A::Promote, &answer("500", false)),
             "Failed:500"
         );
+    }
+
+    #[test]
+    fn a_snapshot_renders_each_reply_once_and_the_next_snapshot_shows_the_change() {
+        let mut cache = cache();
+        let before = cache.snapshot();
+        let info = before.fresh_info(G, 100, 60).unwrap().unwrap();
+        let again = before.fresh_info(G, 100, 60).unwrap().unwrap();
+        assert_eq!(info.json().as_ptr(), again.json().as_ptr(), "rendered once");
+        let json: serde_json::Value = serde_json::from_slice(&info.json()).unwrap();
+        assert_eq!(json, serde_json::to_value(group().info()).unwrap());
+        let view: serde_json::Value =
+            serde_json::from_slice(&before.fresh_view(G, 100, 60).unwrap().unwrap().json())
+                .unwrap();
+        assert_eq!(view, serde_json::to_value(group().view()).unwrap());
+        // Stale or unknown groups have no cached reply.
+        assert!(before.fresh_info(G, 1000, 60).is_none());
+        assert!(
+            before
+                .fresh_view("120363000000000009@g.us", 100, 60)
+                .is_none()
+        );
+
+        cache.apply(Change::Subject(G.into(), "Renamed".into()), Some(ME));
+        let after = cache.snapshot();
+        let json: serde_json::Value =
+            serde_json::from_slice(&after.fresh_info(G, 100, 60).unwrap().unwrap().json()).unwrap();
+        assert_eq!(json["name"], "Renamed");
+        let old: serde_json::Value =
+            serde_json::from_slice(&before.fresh_info(G, 100, 60).unwrap().unwrap().json())
+                .unwrap();
+        assert_eq!(old["name"], "Team", "a published snapshot never changes");
     }
 }

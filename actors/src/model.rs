@@ -485,6 +485,48 @@ pub struct GroupSummary {
     pub participant_count: usize,
 }
 
+/// A view serialized to JSON once, for replies that serve the same bytes many times; `T` names
+/// the view the bytes hold, so the façade's signatures keep their types.
+pub struct Rendered<T> {
+    json: bytes::Bytes,
+    view: std::marker::PhantomData<fn() -> T>,
+}
+
+impl<T: Serialize> Rendered<T> {
+    pub fn render(view: &T) -> crate::error::Result<Self> {
+        serde_json::to_vec(view)
+            .map(|json| Rendered {
+                json: json.into(),
+                view: std::marker::PhantomData,
+            })
+            .map_err(|e| crate::error::GatewayError::Internal(format!("rendering a reply: {e}")))
+    }
+}
+
+impl<T> Rendered<T> {
+    /// The JSON, shared rather than copied.
+    pub fn json(&self) -> bytes::Bytes {
+        self.json.clone()
+    }
+}
+
+impl<T> Clone for Rendered<T> {
+    fn clone(&self) -> Self {
+        Rendered {
+            json: self.json.clone(),
+            view: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<T> std::fmt::Debug for Rendered<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rendered")
+            .field("json", &String::from_utf8_lossy(&self.json))
+            .finish()
+    }
+}
+
 /// `GET /groups/{jid}`: groups.md's fields, plus `subject` (the same as `name`) and
 /// `addressing_mode` (`pn` or `lid`), which clients written for waxum read.
 #[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]

@@ -12,7 +12,7 @@ use super::models::{
     Participants, SetDescription, SetSubject,
 };
 use super::request::Request;
-use super::{Ctx, json, success};
+use super::{Ctx, json, rendered, success};
 use wagate_actors::invites::invite_code;
 use wagate_actors::model::{GroupInfoView, GroupView, InviteInfoView};
 use wagate_actors::model::{
@@ -163,7 +163,7 @@ pub async fn create(ctx: &Ctx, req: Request) -> Result<Response, ApiError> {
 )]
 pub async fn get(ctx: &Ctx, req: Request) -> Result<Response, ApiError> {
     let (id, jid) = (req.session()?, req.group()?);
-    Ok(json(
+    Ok(rendered(
         &ctx.gateway.group(&id, &jid, req.flag("refresh")?).await?,
     ))
 }
@@ -191,7 +191,7 @@ pub async fn get(ctx: &Ctx, req: Request) -> Result<Response, ApiError> {
 )]
 pub async fn info(ctx: &Ctx, req: Request) -> Result<Response, ApiError> {
     let (id, jid) = (req.session()?, req.group()?);
-    Ok(json(
+    Ok(rendered(
         &ctx.gateway
             .group_info(&id, &jid, req.flag("refresh")?)
             .await?,

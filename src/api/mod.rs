@@ -43,6 +43,7 @@ use errors::ApiError;
 use request::Request;
 use router::{Access, Endpoint, Miss, ROUTES};
 use wagate_actors::Gateway;
+use wagate_actors::model::Rendered;
 
 /// Longest request target (path and query) the router looks at.
 const MAX_TARGET_BYTES: usize = 8 * 1024;
@@ -112,6 +113,16 @@ impl Auth {
 /// A JSON reply with status 200.
 pub fn json<T: serde::Serialize>(value: &T) -> Response {
     warp::reply::json(value).into_response()
+}
+
+/// A reply the façade rendered to JSON already, with status 200.
+pub fn rendered<T>(view: &Rendered<T>) -> Response {
+    let mut response = Response::new(view.json().into());
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
 }
 
 /// A JSON reply with a status.
