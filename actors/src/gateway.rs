@@ -358,16 +358,14 @@ impl Gateway {
         jid: &GroupJid,
         refresh: bool,
     ) -> Result<Rendered<GroupView>> {
-        if !refresh
-            && let Some(view) = self.groups_snapshot(id).await?.fresh_view(
-                jid.as_str(),
-                crate::unix_now(),
-                self.refresh_secs(),
-            )
-        {
-            return view;
-        }
-        Rendered::render(&self.queried_group(id, jid, refresh).await?.view())
+        self.group_reply(
+            id,
+            jid,
+            refresh,
+            GroupsSnapshot::fresh_view,
+            CachedGroup::view,
+        )
+        .await
     }
 
     /// `GET /groups/{jid}/info`; rendered as [`Self::group`] is.
@@ -377,16 +375,34 @@ impl Gateway {
         jid: &GroupJid,
         refresh: bool,
     ) -> Result<Rendered<GroupInfoView>> {
-        if !refresh
-            && let Some(info) = self.groups_snapshot(id).await?.fresh_info(
-                jid.as_str(),
-                crate::unix_now(),
-                self.refresh_secs(),
-            )
-        {
-            return info;
+        self.group_reply(
+            id,
+            jid,
+            refresh,
+            GroupsSnapshot::fresh_info,
+            CachedGroup::info,
+        )
+        .await
+    }
+
+    /// A group reply: the snapshot's rendering (`cached`) while the group is fresh, else
+    /// `view` of the group the actor queried.
+    async fn group_reply<T: serde::Serialize>(
+        &self,
+        id: &SessionId,
+        jid: &GroupJid,
+        refresh: bool,
+        cached: impl FnOnce(&GroupsSnapshot, &str, u64, u64) -> Option<Result<Rendered<T>>>,
+        view: impl FnOnce(&CachedGroup) -> T,
+    ) -> Result<Rendered<T>> {
+        if !refresh {
+            let snapshot = self.groups_snapshot(id).await?;
+            let now = crate::unix_now();
+            if let Some(reply) = cached(&snapshot, jid.as_str(), now, self.refresh_secs()) {
+                return reply;
+            }
         }
-        Rendered::render(&self.queried_group(id, jid, refresh).await?.info())
+        Rendered::render(&view(&*self.queried_group(id, jid, refresh).await?))
     }
 
     pub async fn create_group(

@@ -219,9 +219,7 @@ impl GroupsSnapshot {
         now: u64,
         max_age_secs: u64,
     ) -> Option<Result<Rendered<GroupView>, GatewayError>> {
-        let group = self.fresh_group(jid, now, max_age_secs)?;
-        let renders = self.renders.get(jid)?;
-        Some(rendered_once(&renders.view, || group.view()))
+        self.fresh_reply(jid, now, max_age_secs, |r| &r.view, CachedGroup::view)
     }
 
     /// A fresh group's `GET /groups/{jid}/info` reply (see [`Self::fresh_group`]).
@@ -231,9 +229,21 @@ impl GroupsSnapshot {
         now: u64,
         max_age_secs: u64,
     ) -> Option<Result<Rendered<GroupInfoView>, GatewayError>> {
+        self.fresh_reply(jid, now, max_age_secs, |r| &r.info, CachedGroup::info)
+    }
+
+    /// A fresh group's reply from the cell `slot` picks, rendered from `view` on first read.
+    fn fresh_reply<T: Serialize>(
+        &self,
+        jid: &str,
+        now: u64,
+        max_age_secs: u64,
+        slot: impl FnOnce(&GroupRenders) -> &OnceLock<Rendered<T>>,
+        view: impl FnOnce(&CachedGroup) -> T,
+    ) -> Option<Result<Rendered<T>, GatewayError>> {
         let group = self.fresh_group(jid, now, max_age_secs)?;
-        let renders = self.renders.get(jid)?;
-        Some(rendered_once(&renders.info, || group.info()))
+        let cell = slot(self.renders.get(jid)?);
+        Some(rendered_once(cell, || view(&group)))
     }
 }
 
