@@ -994,12 +994,12 @@ pub async fn route_group_message(ctx: &Ctx, node: &Node, phone: &str, device: u1
             let own = per_device.get(&(member.clone(), dev)).cloned();
             if dev == 0 {
                 let sim = ctx.sim.clone();
-                let (member, sender, chat, id) =
+                let (target, sender, chat, id) =
                     (member.clone(), phone.to_string(), chat.clone(), id.clone());
                 let skmsg = skmsg.clone();
                 let own = own.clone();
-                spawn_phone_work(&ctx.sim, async move {
-                    deliver_to_phone(&sim, &member, &sender, device, &chat, &id, own, skmsg).await;
+                spawn_phone_work(&ctx.sim, &member, async move {
+                    deliver_to_phone(&sim, &target, &sender, device, &chat, &id, own, skmsg).await;
                 });
                 continue;
             }

@@ -12,7 +12,7 @@ use crate::conn::Ctx;
 use crate::iq::split_jid;
 use crate::nodes::{attr, child, children};
 use crate::signal::{address, now_secs};
-use crate::world::{InboxMessage, Sim};
+use crate::world::{InboxMessage, PhoneJob, Sim};
 
 /// One encrypted payload addressed to a specific device.
 #[derive(Clone)]
@@ -134,7 +134,7 @@ async fn route_dm(sim: &Arc<Sim>, node: &Node, phone: &str, device: u16, to: &st
             };
             let (sender, id) = (phone.to_string(), id.clone());
             let target = target_phone.clone();
-            spawn_phone_work(sim, async move {
+            spawn_phone_work(sim, &target_phone, async move {
                 phone_receive(&phone_sim, &target, &sender, device, &chat, &id, &enc, None).await;
             });
             continue;
@@ -159,14 +159,39 @@ async fn route_dm(sim: &Arc<Sim>, node: &Node, phone: &str, device: u16, to: &st
     }
 }
 
-/// Runs a simulated phone's handling of a message in a task of its own, counted in
-/// `phone_messages_pending` until it is done.
-pub fn spawn_phone_work(sim: &Arc<Sim>, work: impl Future<Output = ()> + Send + 'static) {
-    sim.world().stats.phone_messages_pending += 1;
-    let sim = sim.clone();
+/// Queues a simulated phone's handling of a message, counted in `phone_messages_pending` until
+/// it is done. Each phone works through its messages one at a time in the order they were
+/// routed, as a real phone reads its socket: the message that carries a new sender key is
+/// decrypted before the ones encrypted with it. Different phones work in parallel.
+pub fn spawn_phone_work(
+    sim: &Arc<Sim>,
+    phone: &str,
+    work: impl Future<Output = ()> + Send + 'static,
+) {
+    let mut world = sim.world();
+    world.stats.phone_messages_pending += 1;
+    let mut job: PhoneJob = Box::pin(work);
+    if let Some(queue) = world.phone_queues.get(phone) {
+        match queue.send(job) {
+            Ok(()) => return,
+            Err(closed) => job = closed.0,
+        }
+    }
+    let (queue, mut jobs) = tokio::sync::mpsc::unbounded_channel::<PhoneJob>();
+    // A fresh channel's receiver is alive: this send cannot fail.
+    let _ = queue.send(job);
+    world.phone_queues.insert(phone.to_string(), queue);
+    drop(world);
+    // The worker holds the sim weakly: it ends when the sim (and with it the queue) is dropped.
+    let sim = Arc::downgrade(sim);
     tokio::spawn(async move {
-        work.await;
-        sim.world().stats.phone_messages_pending -= 1;
+        while let Some(job) = jobs.recv().await {
+            job.await;
+            match sim.upgrade() {
+                Some(sim) => sim.world().stats.phone_messages_pending -= 1,
+                None => break,
+            }
+        }
     });
 }
 

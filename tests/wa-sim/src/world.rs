@@ -234,9 +234,14 @@ pub struct World {
     pub last_seen: HashMap<String, u64>,
     /// Account -> devices subscribed to its presence.
     pub presence_subscribers: HashMap<String, HashSet<(String, u16)>>,
+    /// Each simulated phone's queue of messages to decrypt, worked through in routing order.
+    pub phone_queues: HashMap<String, tokio::sync::mpsc::UnboundedSender<PhoneJob>>,
     next_conn_id: u64,
     next_serial: u64,
 }
+
+/// A simulated phone's handling of one routed message.
+pub type PhoneJob = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
 /// Shared simulator state.
 pub struct Sim {
@@ -268,6 +273,7 @@ impl Sim {
                 available: HashSet::new(),
                 last_seen: HashMap::new(),
                 presence_subscribers: HashMap::new(),
+                phone_queues: HashMap::new(),
                 next_conn_id: 1,
                 next_serial: 1,
             }),
