@@ -526,8 +526,22 @@ impl Sends {
             .as_ref()
             .map(|c| format!("\n{}", c.line()))
             .unwrap_or_default()
+            + &self.missing(delivered)
             + "\n"
             + &self.asked
+    }
+
+    /// A warning when texts never reached the member's phone: the simulator then did less
+    /// work for this side, which makes its figure look better than it is.
+    fn missing(&self, delivered: usize) -> String {
+        let sent = sends() + WARM_SENDS;
+        if delivered >= sent {
+            return String::new();
+        }
+        format!(
+            "\n      WARNING: {} of {sent} texts never reached the member (undecryptable at its phone); this figure is not comparable",
+            sent - delivered
+        )
     }
 }
 
