@@ -332,10 +332,18 @@ async fn sse_events(
     response: reqwest::Response,
     count: usize,
 ) -> (Vec<(u64, String, Value)>, impl futures_util::Stream) {
+    sse_until(response, move |events| events.len() >= count).await
+}
+
+/// Reads server-sent events until `done` holds for those read so far.
+async fn sse_until(
+    response: reqwest::Response,
+    done: impl Fn(&[(u64, String, Value)]) -> bool,
+) -> (Vec<(u64, String, Value)>, impl futures_util::Stream) {
     let mut stream = response.bytes_stream();
     let mut buffer = String::new();
     let mut out = Vec::new();
-    while out.len() < count {
+    while !done(&out) {
         let chunk = tokio::time::timeout(WAIT, stream.next())
             .await
             .expect("an SSE chunk in time")
@@ -533,6 +541,52 @@ async fn the_stream_of_every_session_carries_only_new_events_each_naming_its_ses
         .get("/events/stream")
         .await
         .expect_error(401, "unauthorized");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_stream_of_every_session_follows_a_session_created_while_it_is_open_from_its_first_event()
+ {
+    let (_sim, server) = setup().await;
+    let api = server.api();
+    let response = server
+        .client()
+        .get(server.url("/api/v1/events/stream?types=session.status"))
+        .bearer_auth(server.api_token())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let reader = tokio::spawn(async move {
+        sse_until(response, |events| {
+            events
+                .iter()
+                .any(|(_, _, e)| e["session"] == "c" && e["data"]["status"] == "waiting_for_qr")
+        })
+        .await
+        .0
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    api.post_json("/sessions", &json!({"id": "c"}))
+        .await
+        .expect(201);
+    let got = tokio::time::timeout(WAIT, reader)
+        .await
+        .expect("c's events in time")
+        .unwrap();
+
+    // Everything c logged up to then, in order, from its first event, and nothing twice.
+    let of_c: Vec<Value> = got
+        .iter()
+        .filter(|(_, _, e)| e["session"] == "c")
+        .map(|(_, _, e)| e.clone())
+        .collect();
+    assert_eq!(of_c[0]["seq"], 1, "from c's first event: {of_c:?}");
+    let logged: Vec<Value> = all_events(&server, "c")
+        .await
+        .into_iter()
+        .filter(|e| e["type"] == "session.status")
+        .collect();
+    assert_eq!(of_c, logged[..of_c.len()].to_vec());
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -15,7 +15,7 @@ use serde_json::Value;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 
 use crate::error::Result;
 
@@ -156,6 +156,20 @@ pub struct EventLog {
     events: sled::Tree,
     floors: sled::Tree,
     heads: Mutex<HashMap<String, watch::Sender<u64>>>,
+    /// Each head watch as it is made, for readers of every session.
+    watches_opened: broadcast::Sender<HeadWatch>,
+}
+
+/// How many new head watches a reader of every session may fall behind by before it is cut off.
+const OPENED_BACKLOG: usize = 1024;
+
+/// A session's head watch as a reader of every session gets it: the newest durable seq when
+/// it was taken, and the watch from then on.
+#[derive(Clone)]
+pub struct HeadWatch {
+    pub session: String,
+    pub head: u64,
+    pub heads: watch::Receiver<u64>,
 }
 
 impl EventLog {
@@ -165,6 +179,7 @@ impl EventLog {
             floors: db.open_tree("event_floors")?,
             db: db.clone(),
             heads: Mutex::new(HashMap::new()),
+            watches_opened: broadcast::channel(OPENED_BACKLOG).0,
         }))
     }
 
@@ -402,9 +417,34 @@ impl EventLog {
         if let Some(sender) = heads.get(session) {
             return Ok(sender.clone());
         }
-        let (sender, _) = watch::channel(self.last_seq(session)?);
+        let head = self.last_seq(session)?;
+        let (sender, heads_rx) = watch::channel(head);
         heads.insert(session.to_owned(), sender.clone());
+        // Under the lock, so `watch_every` sees each watch exactly once: in its snapshot or
+        // here. A new session's first watch is made when its writer starts, before its first
+        // event.
+        let _ = self.watches_opened.send(HeadWatch {
+            session: session.to_owned(),
+            head,
+            heads: heads_rx,
+        });
         Ok(sender)
+    }
+
+    /// Every session's head watch that exists now, and a receiver of each one made later
+    /// (a new session's, or a deleted and recreated one's): together they name each session
+    /// once.
+    pub fn watch_every(&self) -> (Vec<HeadWatch>, broadcast::Receiver<HeadWatch>) {
+        let heads = self.heads.lock().unwrap_or_else(|p| p.into_inner());
+        let now = heads
+            .iter()
+            .map(|(session, sender)| HeadWatch {
+                session: session.clone(),
+                head: *sender.borrow(),
+                heads: sender.subscribe(),
+            })
+            .collect();
+        (now, self.watches_opened.subscribe())
     }
 
     /// Wakes up when the session's log grows; the value is the newest durable seq.
@@ -638,6 +678,35 @@ mod tests {
             seqs(&log.read("s", 1, 10, None, 10).unwrap().unwrap()),
             vec![2, 3]
         );
+    }
+
+    #[tokio::test]
+    async fn every_head_watch_is_seen_once_in_the_snapshot_or_as_opened() {
+        let (log, _dir) = log();
+        log.append("old", 1, &[event("session.status", None)])
+            .unwrap();
+        log.publish_head("old", 1);
+        let (now, mut opened) = log.watch_every();
+        let named: Vec<(String, u64)> = now.iter().map(|w| (w.session.clone(), w.head)).collect();
+        assert_eq!(named, vec![("old".to_owned(), 1)]);
+        assert!(opened.try_recv().is_err(), "nothing new yet");
+
+        // A new session's writer makes its watch before its first event.
+        log.publish_head("new", 0);
+        let new = opened.try_recv().expect("the new session's watch");
+        assert_eq!((new.session.as_str(), new.head), ("new", 0));
+        let mut heads = new.heads;
+        log.publish_head("new", 1);
+        heads.changed().await.unwrap();
+        assert_eq!(*heads.borrow(), 1);
+        // Known watches are not announced again.
+        log.publish_head("old", 2);
+        assert!(opened.try_recv().is_err());
+        // A deleted and recreated session is a new one.
+        log.delete_session("new").unwrap();
+        log.publish_head("new", 0);
+        let again = opened.try_recv().expect("the recreated session's watch");
+        assert_eq!((again.session.as_str(), again.head), ("new", 0));
     }
 
     #[tokio::test]

@@ -3,6 +3,7 @@
 //! actor, always with a timeout. Cached group reads are answered from the snapshot the groups
 //! actor publishes, without messaging anyone.
 
+use futures_util::StreamExt;
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorRef, RpcReplyPort};
 use std::sync::Arc;
@@ -681,33 +682,26 @@ impl Gateway {
         ))
     }
 
-    /// `GET /events/stream`: the events of `sessions` (every stored session when `None`) that
-    /// become durable from now on, merged; each session's stay in seq order. Sessions created
-    /// later are not followed.
+    /// `GET /events/stream`: the events of `sessions` that become durable from now on, merged;
+    /// each session's stay in seq order. Without `sessions`, every session's, including those
+    /// created while the stream is open (from their first event).
     pub fn live_events(
         &self,
         sessions: Option<Vec<SessionId>>,
         types: Option<Vec<String>>,
     ) -> Result<impl futures_util::Stream<Item = StoredEvent> + Send + Sync + 'static> {
-        let ids = match sessions {
-            Some(ids) => {
-                for id in &ids {
-                    if !self.is_stored(id)? {
-                        return Err(GatewayError::SessionNotFound(id.to_string()));
-                    }
-                }
-                ids
-            }
-            // The stored records name every session without asking any actor.
-            None => self
-                .services
-                .store
-                .sessions()?
-                .into_iter()
-                .map(|record| record.id)
-                .collect(),
-        };
         let log = self.services.events.clone();
+        let Some(ids) = sessions else {
+            return Ok(
+                crate::event_stream::follow_every(log, types, self.shutdown.subscribe())
+                    .left_stream(),
+            );
+        };
+        for id in &ids {
+            if !self.is_stored(id)? {
+                return Err(GatewayError::SessionNotFound(id.to_string()));
+            }
+        }
         let mut streams = Vec::with_capacity(ids.len());
         for id in ids {
             let heads = log.subscribe(id.as_str())?;
@@ -722,7 +716,7 @@ impl Gateway {
                 self.shutdown.subscribe(),
             )));
         }
-        Ok(futures_util::stream::select_all(streams))
+        Ok(futures_util::stream::select_all(streams).right_stream())
     }
 
     /// The webhooks actor; waits briefly while it is being restarted.

@@ -160,7 +160,7 @@ pub async fn stream(ctx: &Ctx, req: Request) -> Result<Response, ApiError> {
         ("sessions" = Option<String>, Query, description = "Comma-separated session ids (default every session)"),
     ),
     responses(
-        (status = 200, description = "`text/event-stream` of the events that happen from now on, in seq order per session; each envelope names its session. Sessions created later are not included: reopen the stream. To resume after a gap, pull each session from its last seq.", content_type = "text/event-stream", body = String),
+        (status = 200, description = "`text/event-stream` of the events that happen from now on, in seq order per session; each envelope names its session. Without `sessions`, a session created while the stream is open is followed from its first event. To resume after a gap, pull each session from its last seq.", content_type = "text/event-stream", body = String),
         (status = 400, description = "`validation`, `invalid_session_id`", body = ErrorBody),
         (status = 404, description = "`session_not_found`", body = ErrorBody),
     ),
