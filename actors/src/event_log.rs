@@ -336,8 +336,8 @@ impl EventLog {
         Ok(Ok(page))
     }
 
-    /// How many events of `types` follow `after` (counting at most `cap`), and when the
-    /// oldest of them was appended.
+    /// How many events of `types` follow `after`, and when the oldest of them was appended.
+    /// Of all types it is one read; of some types a scan, counting at most `cap`.
     pub fn count_after(
         &self,
         session: &str,
@@ -348,6 +348,24 @@ impl EventLog {
         let durable = *self.head_sender(session)?.borrow();
         let start = event_key(session, after.saturating_add(1));
         let end = event_key(session, durable.max(after));
+        if types.is_none() {
+            // Seqs have no gaps and retention drops the oldest first: everything between the
+            // floor (or `after`) and the head is there, so only the oldest needs reading.
+            let count = durable.saturating_sub(after.max(self.floor(session)?));
+            let oldest = match count {
+                0 => None,
+                _ => self
+                    .events
+                    .range(start..=end)
+                    .next()
+                    .transpose()?
+                    .and_then(|(key, value)| {
+                        seq_of(&key).and_then(|seq| StoredEvent::decode(seq, &value))
+                    })
+                    .map(|event| event.appended_at),
+            };
+            return Ok((count, oldest));
+        }
         let mut count = 0;
         let mut oldest = None;
         for item in self.events.range(start..=end).take(cap) {
@@ -630,6 +648,50 @@ mod tests {
         .await;
         assert!(all.is_ok(), "appends and flushes stalled");
         assert_eq!(log.last_seq("s7").unwrap(), 100);
+    }
+
+    #[test]
+    fn pending_counts_skip_what_retention_dropped_and_filter_by_type() {
+        let (log, _dir) = log();
+        log.append(
+            "s",
+            1,
+            &[
+                event("session.status", None),
+                event("message.received", Some("a")),
+                event("session.status", None),
+            ],
+        )
+        .unwrap();
+        log.publish_head("s", 3);
+        let appended = log.read("s", 0, 10, None, 10).unwrap().unwrap().events[1].appended_at;
+        assert_eq!(
+            log.count_after("s", 1, None, 10).unwrap(),
+            (2, Some(appended))
+        );
+        assert_eq!(log.count_after("s", 3, None, 10).unwrap(), (0, None));
+        let received = ["message.received".to_owned()];
+        assert_eq!(
+            log.count_after("s", 0, Some(&received), 10).unwrap(),
+            (1, Some(appended))
+        );
+        // Retention drops all three; two more come after.
+        assert_eq!(log.expire("s", crate::unix_now() + 1).unwrap(), 3);
+        log.append(
+            "s",
+            4,
+            &[event("session.status", None), event("session.status", None)],
+        )
+        .unwrap();
+        log.publish_head("s", 5);
+        let (count, oldest) = log.count_after("s", 0, None, 10).unwrap();
+        assert_eq!(count, 2);
+        assert!(oldest.is_some());
+        assert_eq!(log.count_after("s", 4, None, 10).unwrap().0, 1);
+        assert_eq!(
+            log.count_after("s", 0, Some(&received), 10).unwrap(),
+            (0, None)
+        );
     }
 
     #[test]
