@@ -107,7 +107,7 @@ pub enum WebhooksMsg {
     Crash,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct LaneState {
     delivered_seq: u64,
     expired: u64,
@@ -233,41 +233,26 @@ impl WebhooksState {
         }
     }
 
-    fn view(&self, hook: &WebhookRecord) -> WebhookView {
-        let mut deliveries: Vec<DeliveryView> = self
+    /// The webhook and its workers' states as of now, to render outside the actor: counting
+    /// what is pending may scan the log.
+    fn snapshot(&self, hook: &Arc<WebhookRecord>) -> HookSnapshot {
+        let mut lanes: Vec<(String, LaneState)> = self
             .lanes
             .iter()
             .filter(|((h, _), _)| *h == hook.id)
-            .map(|((_, session), lane)| {
-                let state = lock(&lane.state);
-                let (pending, _) = self.pending(hook, session, state.delivered_seq);
-                DeliveryView {
-                    session: session.clone(),
-                    delivered_seq: state.delivered_seq,
-                    pending,
-                    expired: state.expired,
-                    last_error: state.last_error.clone(),
-                    next_attempt_at: state.next_attempt_at,
-                }
-            })
+            .map(|((_, session), lane)| (session.clone(), lock(&lane.state).clone()))
             .collect();
-        deliveries.sort_by(|a, b| a.session.cmp(&b.session));
-        WebhookView {
-            id: hook.id.clone(),
-            url: hook.url.clone(),
-            events: hook.events.clone(),
-            sessions: hook.sessions.clone(),
-            created_at: hook.created_at,
-            deliveries,
+        lanes.sort_by(|a, b| a.0.cmp(&b.0));
+        HookSnapshot {
+            hook: hook.clone(),
+            lanes,
         }
     }
 
-    /// Events of the webhook's types after `delivered`, and when the oldest was appended.
-    fn pending(&self, hook: &WebhookRecord, session: &str, delivered: u64) -> (u64, Option<u64>) {
-        self.services
-            .events
-            .count_after(session, delivered, hook.type_filter().as_deref(), 100_000)
-            .unwrap_or((0, None))
+    fn snapshots(&self) -> Vec<HookSnapshot> {
+        let mut hooks: Vec<_> = self.hooks.values().collect();
+        hooks.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
+        hooks.into_iter().map(|h| self.snapshot(h)).collect()
     }
 
     fn get(&self, id: &str) -> Result<Arc<WebhookRecord>> {
@@ -305,7 +290,7 @@ impl WebhooksState {
         Ok(created)
     }
 
-    async fn update(&mut self, id: &str, patch: WebhookPatch) -> Result<WebhookView> {
+    async fn update(&mut self, id: &str, patch: WebhookPatch) -> Result<HookSnapshot> {
         let mut record = (*self.get(id)?).clone();
         if let Some(url) = patch.url {
             record.url = url;
@@ -338,7 +323,7 @@ impl WebhooksState {
         let record = Arc::new(record);
         self.hooks.insert(id.to_owned(), record.clone());
         self.reconcile();
-        Ok(self.view(&record))
+        Ok(self.snapshot(&record))
     }
 
     async fn delete(&mut self, id: &str) -> Result<()> {
@@ -352,7 +337,7 @@ impl WebhooksState {
         Ok(())
     }
 
-    async fn replay(&mut self, id: &str, session: &str, after: u64) -> Result<WebhookView> {
+    async fn replay(&mut self, id: &str, session: &str, after: u64) -> Result<HookSnapshot> {
         let hook = self.get(id)?;
         if !hook.wants_session(session) {
             return Err(GatewayError::validation(
@@ -381,37 +366,94 @@ impl WebhooksState {
         self.store.set_cursor_durably(id, session, after).await?;
         tracing::info!(webhook = %id, session, after, "webhook replay requested");
         self.start_lane(hook.clone(), session.to_owned());
-        Ok(self.view(&hook))
+        Ok(self.snapshot(&hook))
+    }
+}
+
+impl WebhooksState {
+    fn answer_view(
+        &self,
+        reply: RpcReplyPort<Result<WebhookView>>,
+        snapshot: Result<HookSnapshot>,
+    ) {
+        let log = self.services.events.clone();
+        answer_off_actor(reply, move || snapshot.map(|s| s.view(&log)));
+    }
+}
+
+/// Renders a reply on the blocking pool and sends it from there, so a long count never holds
+/// up the actor's mailbox.
+fn answer_off_actor<T: Send + 'static>(
+    reply: RpcReplyPort<T>,
+    render: impl FnOnce() -> T + Send + 'static,
+) {
+    tokio::spawn(async move {
+        match tokio::task::spawn_blocking(render).await {
+            Ok(answer) => {
+                let _ = reply.send(answer);
+            }
+            Err(e) => tracing::error!(error = %e, "rendering a webhook reply failed"),
+        }
+    });
+}
+
+/// A webhook and its workers' states, taken in one actor turn.
+struct HookSnapshot {
+    hook: Arc<WebhookRecord>,
+    /// (session, state), by session.
+    lanes: Vec<(String, LaneState)>,
+}
+
+impl HookSnapshot {
+    /// Events of the webhook's types after `delivered`, and when the oldest was appended.
+    fn pending(&self, log: &EventLog, session: &str, delivered: u64) -> (u64, Option<u64>) {
+        log.count_after(
+            session,
+            delivered,
+            self.hook.type_filter().as_deref(),
+            100_000,
+        )
+        .unwrap_or((0, None))
     }
 
-    fn stats(&self) -> Vec<WebhookStats> {
-        let now = crate::unix_now();
-        let mut out: Vec<WebhookStats> = self
-            .hooks
-            .values()
-            .map(|hook| {
-                let mut stats = WebhookStats {
-                    id: hook.id.clone(),
-                    pending: 0,
-                    oldest_pending_age_seconds: 0,
-                };
-                for ((h, session), lane) in &self.lanes {
-                    if *h != hook.id {
-                        continue;
-                    }
-                    let delivered = lock(&lane.state).delivered_seq;
-                    let (pending, oldest) = self.pending(hook, session, delivered);
-                    stats.pending += pending;
-                    if let Some(at) = oldest {
-                        stats.oldest_pending_age_seconds =
-                            stats.oldest_pending_age_seconds.max(now.saturating_sub(at));
-                    }
-                }
-                stats
-            })
-            .collect();
-        out.sort_by(|a, b| a.id.cmp(&b.id));
-        out
+    fn view(&self, log: &EventLog) -> WebhookView {
+        let hook = &self.hook;
+        WebhookView {
+            id: hook.id.clone(),
+            url: hook.url.clone(),
+            events: hook.events.clone(),
+            sessions: hook.sessions.clone(),
+            created_at: hook.created_at,
+            deliveries: self
+                .lanes
+                .iter()
+                .map(|(session, state)| DeliveryView {
+                    session: session.clone(),
+                    delivered_seq: state.delivered_seq,
+                    pending: self.pending(log, session, state.delivered_seq).0,
+                    expired: state.expired,
+                    last_error: state.last_error.clone(),
+                    next_attempt_at: state.next_attempt_at,
+                })
+                .collect(),
+        }
+    }
+
+    fn stats(&self, log: &EventLog, now: u64) -> WebhookStats {
+        let mut stats = WebhookStats {
+            id: self.hook.id.clone(),
+            pending: 0,
+            oldest_pending_age_seconds: 0,
+        };
+        for (session, state) in &self.lanes {
+            let (pending, oldest) = self.pending(log, session, state.delivered_seq);
+            stats.pending += pending;
+            if let Some(at) = oldest {
+                stats.oldest_pending_age_seconds =
+                    stats.oldest_pending_age_seconds.max(now.saturating_sub(at));
+            }
+        }
+        stats
     }
 }
 
@@ -487,15 +529,19 @@ impl Actor for WebhooksActor {
                 let _ = reply.send(state.create(spec).await);
             }
             WebhooksMsg::List(reply) => {
-                let mut hooks: Vec<_> = state.hooks.values().cloned().collect();
-                hooks.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
-                let _ = reply.send(Ok(hooks.iter().map(|h| state.view(h)).collect()));
+                let snapshots = state.snapshots();
+                let log = state.services.events.clone();
+                answer_off_actor(reply, move || {
+                    Ok(snapshots.into_iter().map(|s| s.view(&log)).collect())
+                });
             }
             WebhooksMsg::Get(id, reply) => {
-                let _ = reply.send(state.get(&id).map(|h| state.view(&h)));
+                let snapshot = state.get(&id).map(|h| state.snapshot(&h));
+                state.answer_view(reply, snapshot);
             }
             WebhooksMsg::Update(id, patch, reply) => {
-                let _ = reply.send(state.update(&id, patch).await);
+                let snapshot = state.update(&id, patch).await;
+                state.answer_view(reply, snapshot);
             }
             WebhooksMsg::Delete(id, reply) => {
                 let _ = reply.send(state.delete(&id).await);
@@ -506,10 +552,18 @@ impl Actor for WebhooksActor {
                 after,
                 reply,
             } => {
-                let _ = reply.send(state.replay(&id, &session, after).await);
+                let snapshot = state.replay(&id, &session, after).await;
+                state.answer_view(reply, snapshot);
             }
             WebhooksMsg::Stats(reply) => {
-                let _ = reply.send(state.stats());
+                let snapshots = state.snapshots();
+                let log = state.services.events.clone();
+                answer_off_actor(reply, move || {
+                    let now = crate::unix_now();
+                    let mut stats: Vec<_> = snapshots.iter().map(|s| s.stats(&log, now)).collect();
+                    stats.sort_by(|a, b| a.id.cmp(&b.id));
+                    stats
+                });
             }
             WebhooksMsg::Reconcile => state.reconcile(),
             WebhooksMsg::Inspect(reply) => {
@@ -738,4 +792,73 @@ fn envelope_id(envelope: &[u8]) -> String {
     serde_json::from_slice::<IdOnly>(envelope)
         .map(|e| e.id)
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event_log::NewEvent;
+
+    fn event(kind: &'static str) -> NewEvent {
+        NewEvent {
+            kind,
+            occurred_at: 7,
+            data: serde_json::json!({}),
+            idempotency_key: None,
+        }
+    }
+
+    fn hook(events: &[&str]) -> Arc<WebhookRecord> {
+        Arc::new(WebhookRecord {
+            id: "wh_1".into(),
+            url: "http://127.0.0.1:9/hook".into(),
+            events: events.iter().map(|e| e.to_string()).collect(),
+            sessions: vec!["*".into()],
+            secrets: Vec::new(),
+            created_at: 1,
+        })
+    }
+
+    fn lane(delivered_seq: u64) -> LaneState {
+        LaneState {
+            delivered_seq,
+            ..LaneState::default()
+        }
+    }
+
+    #[test]
+    fn a_snapshot_counts_what_each_worker_has_left_of_the_webhooks_types() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = EventLog::open(&sled::open(dir.path()).unwrap()).unwrap();
+        let kinds = ["session.status", "message.received", "message.received"];
+        log.append("a", 1, &kinds.map(event)).unwrap();
+        log.publish_head("a", 3);
+        log.append("b", 1, &[event("message.received")]).unwrap();
+        log.publish_head("b", 1);
+        let lanes = vec![("a".to_owned(), lane(1)), ("b".to_owned(), lane(1))];
+
+        let every = HookSnapshot {
+            hook: hook(&["*"]),
+            lanes: lanes.clone(),
+        };
+        let pending: Vec<u64> = every
+            .view(&log)
+            .deliveries
+            .iter()
+            .map(|d| d.pending)
+            .collect();
+        assert_eq!(pending, vec![2, 0]);
+
+        let statuses = HookSnapshot {
+            hook: hook(&["session.status"]),
+            lanes: vec![("a".to_owned(), lane(0)), ("b".to_owned(), lane(0))],
+        };
+        let view = statuses.view(&log);
+        assert_eq!(view.deliveries[0].pending, 1);
+        assert_eq!(view.deliveries[1].pending, 0);
+        let now = crate::unix_now() + 5;
+        let stats = statuses.stats(&log, now);
+        assert_eq!(stats.pending, 1);
+        assert!((5..=6).contains(&stats.oldest_pending_age_seconds));
+    }
 }
