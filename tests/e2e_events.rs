@@ -327,6 +327,20 @@ async fn what_other_members_do_to_a_group_is_an_event() {
     }
 }
 
+/// Opens a server-sent event stream at `path` (under the server's base URL) with the API
+/// token, and checks that it opened.
+async fn open_stream(server: &TestServer, path: &str) -> reqwest::Response {
+    let response = server
+        .client()
+        .get(server.url(path))
+        .bearer_auth(server.api_token())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    response
+}
+
 /// Reads SSE frames (`id`, `event`, `data`) until `count` events arrived.
 async fn sse_events(
     response: reqwest::Response,
@@ -483,14 +497,11 @@ async fn the_stream_of_every_session_carries_only_new_events_each_naming_its_ses
         heads
     };
 
-    let response = server
-        .client()
-        .get(server.url("/api/v1/events/stream?types=message.received,session.status"))
-        .bearer_auth(server.api_token())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
+    let response = open_stream(
+        &server,
+        "/api/v1/events/stream?types=message.received,session.status",
+    )
+    .await;
     let reader = tokio::spawn(async move { sse_events(response, 2).await.0 });
     tokio::time::sleep(Duration::from_millis(300)).await;
     let sent = sim
@@ -548,14 +559,7 @@ async fn the_stream_of_every_session_follows_a_session_created_while_it_is_open_
  {
     let (_sim, server) = setup().await;
     let api = server.api();
-    let response = server
-        .client()
-        .get(server.url("/api/v1/events/stream?types=session.status"))
-        .bearer_auth(server.api_token())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
+    let response = open_stream(&server, "/api/v1/events/stream?types=session.status").await;
     let reader = tokio::spawn(async move {
         sse_until(response, |events| {
             events
@@ -1375,13 +1379,7 @@ async fn every_event_type_arrives_alike_through_pull_sse_and_webhooks() {
         ]
     );
     // SSE: the same envelopes, byte for byte as JSON values, in the same order.
-    let response = server
-        .client()
-        .get(server.url("/api/v1/sessions/a/events/stream"))
-        .bearer_auth(server.api_token())
-        .send()
-        .await
-        .unwrap();
+    let response = open_stream(&server, "/api/v1/sessions/a/events/stream").await;
     let (streamed, _) = sse_events(response, pulled.len()).await;
     for ((seq, kind, envelope), pulled) in streamed.iter().zip(&pulled) {
         assert_eq!(envelope, pulled);
