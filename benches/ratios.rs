@@ -82,22 +82,23 @@ fn ratio(a: f64, b: f64) -> f64 {
     if b > 0.0 { a / b } else { 0.0 }
 }
 
-/// Texts each side sends in the measured part.
+/// Texts each side sends per measured run (`RATIOS_SENDS` overrides).
 fn sends() -> usize {
-    std::env::var("RATIOS_SENDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .filter(|&n| n > 0)
-        .unwrap_or(SENDS_DEFAULT)
+    count_from_env("RATIOS_SENDS", SENDS_DEFAULT)
 }
 
 /// How many turns each text sender takes (`RATIOS_ROUNDS` overrides).
 fn rounds() -> usize {
-    std::env::var("RATIOS_ROUNDS")
+    count_from_env("RATIOS_ROUNDS", ROUNDS_DEFAULT)
+}
+
+/// A positive count from the environment variable `name`, else `default`.
+fn count_from_env(name: &str, default: usize) -> usize {
+    std::env::var(name)
         .ok()
         .and_then(|v| v.parse().ok())
         .filter(|&n| n > 0)
-        .unwrap_or(ROUNDS_DEFAULT)
+        .unwrap_or(default)
 }
 
 fn median(values: &mut [f64]) -> f64 {
