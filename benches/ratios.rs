@@ -19,7 +19,8 @@
 //!
 //! Prints figures and ratios; asserts nothing about speed.
 //! Run: `cargo bench --features test-server --bench ratios` (`RATIOS_SENDS=n` sends n texts per
-//! run instead of 4000, `RATIOS_ROUNDS=n` takes n turns instead of 3).
+//! run instead of 4000, `RATIOS_ROUNDS=n` takes n turns instead of 3, `RATIOS_IN_FLIGHT=n` keeps
+//! n texts in flight instead of 16).
 //!
 //! Everything binds and dials 127.0.0.1 only. The bare server and the bare clients run on their
 //! own runtime (as wagate runs in its own process), the text load on another; the read load and
@@ -51,9 +52,10 @@ use whatsapp_rust::wacore::iq::groups::{GroupCreateOptions, GroupParticipantOpti
 const CONNECTIONS: usize = 32;
 const WARM_UP: Duration = Duration::from_secs(1);
 const MEASURE: Duration = Duration::from_secs(5);
-/// Texts sent per side (`RATIOS_SENDS` overrides), and how many are in flight at once.
+/// Texts sent per run (`RATIOS_SENDS` overrides), and how many are in flight at once
+/// (`RATIOS_IN_FLIGHT`).
 const SENDS_DEFAULT: usize = 4000;
-const SENDS_IN_FLIGHT: usize = 16;
+const IN_FLIGHT_DEFAULT: usize = 16;
 /// Turns each of wagate and the bare client on SQLite takes at sending.
 const ROUNDS_DEFAULT: usize = 3;
 /// Sequential texts per side before measuring (sender keys, sessions, device lists).
@@ -90,6 +92,11 @@ fn sends() -> usize {
 /// How many turns each text sender takes (`RATIOS_ROUNDS` overrides).
 fn rounds() -> usize {
     count_from_env("RATIOS_ROUNDS", ROUNDS_DEFAULT)
+}
+
+/// Texts each sender keeps in flight (`RATIOS_IN_FLIGHT` overrides).
+fn in_flight() -> usize {
+    count_from_env("RATIOS_IN_FLIGHT", IN_FLIGHT_DEFAULT)
 }
 
 /// A positive count from the environment variable `name`, else `default`.
@@ -597,7 +604,7 @@ where
     }
 }
 
-/// Runs `send(i)` for i in 0..sends() with SENDS_IN_FLIGHT at once (each with SEND_TIMEOUT), on
+/// Runs `send(i)` for i in 0..sends() with in_flight() at once (each with SEND_TIMEOUT), on
 /// `runtime`, then waits until the simulator has routed them all and its phones have decrypted
 /// them: `progress` reads how far it is, `base` its routed count before. CPU use is sampled
 /// around it (`wagate_pid` is 0 when wagate is not the sender), so each side's window carries
@@ -621,7 +628,7 @@ where
     let next = Arc::new(AtomicUsize::new(0));
     let cpu_before = cpu_sample(wagate_pid);
     let start = Instant::now();
-    let workers: Vec<_> = (0..SENDS_IN_FLIGHT)
+    let workers: Vec<_> = (0..in_flight())
         .map(|_| {
             let send = send.clone();
             let next = next.clone();
@@ -874,7 +881,7 @@ impl BareSender {
         BareSender { client: bare, gid }
     }
 
-    /// One measured run: `sends()` texts with `SENDS_IN_FLIGHT` in flight.
+    /// One measured run: `sends()` texts with `in_flight()` in flight.
     async fn run(&self, sim: &wa_sim::SimHandle) -> Sends {
         let progress = || async { sim_progress(&wa::stats(sim).await) };
         let stats_before = wa::stats(sim).await;
@@ -1126,8 +1133,9 @@ async fn main() {
         ratio(q_info.rps(), b_info.rps())
     );
     println!(
-        "group texts: {} sends per run, {SENDS_IN_FLIGHT} in flight, groups of {} (after {WARM_SENDS} warm-up sends each); wagate and the bare client on SQLite take turns, {} rounds; sends/s count until the members' simulated phones have decrypted them all",
+        "group texts: {} sends per run, {} in flight, groups of {} (after {WARM_SENDS} warm-up sends each); wagate and the bare client on SQLite take turns, {} rounds; sends/s count until the members' simulated phones have decrypted them all",
         sends(),
+        in_flight(),
         MEMBERS + 1,
         rounds_run.len()
     );
