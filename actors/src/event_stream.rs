@@ -94,7 +94,7 @@ pub fn follow_every(
     }
     let (tx, mut rx) = mpsc::channel(BUFFER);
     tokio::spawn(async move {
-        loop {
+        while !*stop.borrow() {
             tokio::select! {
                 Some(event) = sessions.next(), if !sessions.is_empty() => {
                     if tx.send(event).await.is_err() {
