@@ -255,6 +255,16 @@ impl WebhooksState {
         hooks.into_iter().map(|h| self.snapshot(h)).collect()
     }
 
+    /// Answers with the snapshot's view, rendered off the actor.
+    fn answer_view(
+        &self,
+        reply: RpcReplyPort<Result<WebhookView>>,
+        snapshot: Result<HookSnapshot>,
+    ) {
+        let log = self.services.events.clone();
+        answer_off_actor(reply, move || snapshot.map(|s| s.view(&log)));
+    }
+
     fn get(&self, id: &str) -> Result<Arc<WebhookRecord>> {
         self.hooks.get(id).cloned().ok_or_else(|| not_found(id))
     }
@@ -367,17 +377,6 @@ impl WebhooksState {
         tracing::info!(webhook = %id, session, after, "webhook replay requested");
         self.start_lane(hook.clone(), session.to_owned());
         Ok(self.snapshot(&hook))
-    }
-}
-
-impl WebhooksState {
-    fn answer_view(
-        &self,
-        reply: RpcReplyPort<Result<WebhookView>>,
-        snapshot: Result<HookSnapshot>,
-    ) {
-        let log = self.services.events.clone();
-        answer_off_actor(reply, move || snapshot.map(|s| s.view(&log)));
     }
 }
 
