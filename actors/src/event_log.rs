@@ -129,6 +129,11 @@ fn event_key(session: &str, seq: u64) -> Vec<u8> {
     k
 }
 
+/// The event a log entry holds, when its key and record are readable.
+fn stored_event(key: &[u8], value: &[u8]) -> Option<StoredEvent> {
+    StoredEvent::decode(seq_of(key)?, value)
+}
+
 fn seq_of(key: &[u8]) -> Option<u64> {
     let tail = key.get(key.len().checked_sub(8)?..)?;
     Some(u64::from_be_bytes(tail.try_into().ok()?))
@@ -265,7 +270,7 @@ impl EventLog {
         let mut restored = 0;
         for item in self.events.scan_prefix(prefix(session)).rev().take(tail) {
             let (key, value) = item?;
-            let Some(event) = seq_of(&key).and_then(|seq| StoredEvent::decode(seq, &value)) else {
+            let Some(event) = stored_event(&key, &value) else {
                 continue;
             };
             if let Some(k) = &event.idempotency_key {
@@ -359,9 +364,7 @@ impl EventLog {
                     .range(start..=end)
                     .next()
                     .transpose()?
-                    .and_then(|(key, value)| {
-                        seq_of(&key).and_then(|seq| StoredEvent::decode(seq, &value))
-                    })
+                    .and_then(|(key, value)| stored_event(&key, &value))
                     .map(|event| event.appended_at),
             };
             return Ok((count, oldest));
@@ -370,7 +373,7 @@ impl EventLog {
         let mut oldest = None;
         for item in self.events.range(start..=end).take(cap) {
             let (key, value) = item?;
-            let Some(event) = seq_of(&key).and_then(|seq| StoredEvent::decode(seq, &value)) else {
+            let Some(event) = stored_event(&key, &value) else {
                 continue;
             };
             if types.is_none_or(|t| t.contains(&event.kind)) {
