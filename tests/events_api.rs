@@ -345,3 +345,83 @@ async fn webhook_delivery_resumes_after_a_restart_and_shows_in_metrics() {
     let view = srv.api().get(&format!("/webhooks/{id}")).await.expect(200);
     assert!(view["deliveries"][0]["last_error"].is_null());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_session_deleted_and_created_again_is_delivered_from_its_first_event() {
+    let receiver = common::receiver::Receiver::start().await;
+    receiver.answer_by_default(common::receiver::Answer::Status(204));
+    let srv = TestServer::start_in_process().await;
+    let api = srv.api();
+    api.post_json(
+        "/webhooks",
+        &json!({"url": receiver.url("/in"), "events": ["session.status"], "sessions": ["*"]}),
+    )
+    .await
+    .expect(201);
+    let delivered_seqs = |receiver: &common::receiver::Receiver| -> Vec<(u64, String)> {
+        receiver
+            .accepted()
+            .iter()
+            .map(|d| d.json())
+            .map(|e| {
+                (
+                    e["seq"].as_u64().unwrap(),
+                    e["id"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    };
+    srv.create_session("a", "A").await;
+    for _ in 0..2 {
+        api.post("/sessions/a/disconnect").await.expect(200);
+        api.post("/sessions/a/connect").await.expect(200);
+    }
+    let head = wait_for(std::time::Duration::from_secs(10), || async {
+        let page = api.get("/sessions/a/events").await.expect(200);
+        let head = page["next_after"].as_u64().unwrap();
+        let delivered = delivered_seqs(&receiver);
+        (head >= 4 && delivered.iter().any(|(seq, _)| *seq == head)).then_some(head)
+    })
+    .await
+    .expect("the first life's events delivered");
+    let first_life = delivered_seqs(&receiver);
+
+    api.delete("/sessions/a").await.expect(200);
+    srv.create_session("a", "A again").await;
+    api.post("/sessions/a/disconnect").await.expect(200);
+    let page = wait_for(std::time::Duration::from_secs(10), || async {
+        let page = api.get("/sessions/a/events").await.expect(200);
+        let events = page["events"].as_array().unwrap().clone();
+        events
+            .iter()
+            .any(|e| e["data"]["status"] == "disconnected")
+            .then_some(events)
+    })
+    .await
+    .expect("the second life logs its disconnect");
+    assert_eq!(page[0]["seq"], 1, "the new log starts at 1");
+    assert!(
+        (page.len() as u64) < head,
+        "the second life's log is shorter than the first's: {page:?}"
+    );
+    let second_life: Vec<(u64, String)> = page
+        .iter()
+        .map(|e| {
+            (
+                e["seq"].as_u64().unwrap(),
+                e["id"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let all_arrived = wait_until(std::time::Duration::from_secs(10), || async {
+        let delivered = delivered_seqs(&receiver);
+        second_life.iter().all(|event| delivered.contains(event))
+    })
+    .await;
+    assert!(
+        all_arrived,
+        "every event of the second life, from seq 1, reached the webhook: delivered {:?}, logged {second_life:?}",
+        delivered_seqs(&receiver)
+    );
+    assert!(first_life.iter().all(|event| !second_life.contains(event)));
+}

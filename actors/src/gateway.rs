@@ -309,8 +309,19 @@ impl Gateway {
         self.call_session(id, SessionMsg::Device).await
     }
 
+    /// Deletes a session, then its webhook cursors: a session created again under this id is
+    /// delivered from its own first event. Should that step fail, the webhooks actor forgets
+    /// the cursors of every deleted session when it next starts.
     pub async fn delete(&self, id: &SessionId) -> Result<()> {
-        self.call_session(id, SessionMsg::Delete).await
+        self.call_session(id, SessionMsg::Delete).await?;
+        let session = id.to_string();
+        if let Err(e) = self
+            .call_webhooks(|reply| WebhooksMsg::ForgetSession(session, reply))
+            .await
+        {
+            tracing::error!(session = %id, error = %e, "deleted, but its webhook cursors remain until the webhooks actor restarts");
+        }
+        Ok(())
     }
 
     // ---- groups (groups.md, groups-extra.md) ----

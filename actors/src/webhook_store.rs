@@ -102,6 +102,27 @@ impl WebhookStore {
         Ok(existed)
     }
 
+    /// Forgets every cursor of the sessions `gone` names; durable on return. A session created
+    /// later under a deleted one's id then starts from its own first event, as a new one does.
+    pub async fn forget_sessions(&self, gone: impl Fn(&str) -> bool) -> Result<usize> {
+        let mut forgotten = 0;
+        for key in self.cursors.iter().keys() {
+            let key = key?;
+            let session = key
+                .iter()
+                .position(|b| *b == b'/')
+                .and_then(|slash| std::str::from_utf8(&key[slash + 1..]).ok());
+            if session.is_some_and(&gone) {
+                self.cursors.remove(&key)?;
+                forgotten += 1;
+            }
+        }
+        if forgotten > 0 {
+            crate::store::flush_db(&self.db).await?;
+        }
+        Ok(forgotten)
+    }
+
     pub fn cursor(&self, webhook: &str, session: &str) -> Result<Option<u64>> {
         Ok(self
             .cursors
@@ -180,5 +201,22 @@ mod tests {
         assert!(!store.remove("w1").await.unwrap());
         assert_eq!(store.cursor("w1", "a").unwrap(), None);
         assert_eq!(store.cursor("w2", "a").unwrap(), Some(7));
+    }
+
+    #[tokio::test]
+    async fn a_deleted_sessions_cursors_go_and_no_other() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let store = WebhookStore::open(&db).unwrap();
+        store.set_cursor("w1", "a", 5).unwrap();
+        store.set_cursor("w1", "ab", 6).unwrap();
+        store.set_cursor("w2", "a", 7).unwrap();
+        store.set_cursor("w2", "b", 8).unwrap();
+        assert_eq!(store.forget_sessions(|s| s == "a").await.unwrap(), 2);
+        assert_eq!(store.cursor("w1", "a").unwrap(), None);
+        assert_eq!(store.cursor("w2", "a").unwrap(), None);
+        assert_eq!(store.cursor("w1", "ab").unwrap(), Some(6));
+        assert_eq!(store.cursor("w2", "b").unwrap(), Some(8));
+        assert_eq!(store.forget_sessions(|s| s == "a").await.unwrap(), 0);
     }
 }

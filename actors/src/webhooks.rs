@@ -100,6 +100,8 @@ pub enum WebhooksMsg {
         reply: RpcReplyPort<Result<WebhookView>>,
     },
     Stats(RpcReplyPort<Vec<WebhookStats>>),
+    /// A session was deleted: its workers stop and its cursors go (durable on the answer).
+    ForgetSession(String, RpcReplyPort<Result<()>>),
     /// Starts workers for new sessions, stops those of deleted ones.
     Reconcile,
     Inspect(RpcReplyPort<serde_json::Value>),
@@ -128,6 +130,8 @@ pub struct WebhooksState {
     store: WebhookStore,
     hooks: HashMap<String, Arc<WebhookRecord>>,
     lanes: HashMap<(String, String), Lane>,
+    /// Workers `reconcile` stopped whose tasks may still be finishing a delivery, by session.
+    stopping: Vec<(String, tokio::task::JoinHandle<()>)>,
     client: reqwest::Client,
     permits: Arc<Semaphore>,
     messages: Arc<AtomicU64>,
@@ -205,6 +209,33 @@ impl WebhooksState {
         keys.iter().filter_map(|k| self.stop_lane(k)).collect()
     }
 
+    /// Stops the workers of a deleted session and forgets its cursors. The workers are
+    /// aborted and awaited first, so none can save a cursor after it is gone.
+    async fn forget_session(&mut self, session: &str) -> Result<()> {
+        let keys: Vec<_> = self
+            .lanes
+            .keys()
+            .filter(|(_, s)| s == session)
+            .cloned()
+            .collect();
+        let mut tasks: Vec<_> = keys
+            .iter()
+            .filter_map(|key| self.lanes.remove(key))
+            .map(|lane| lane.task)
+            .collect();
+        let (theirs, others): (Vec<_>, Vec<_>) = std::mem::take(&mut self.stopping)
+            .into_iter()
+            .partition(|(s, _)| s == session);
+        self.stopping = others;
+        tasks.extend(theirs.into_iter().map(|(_, task)| task));
+        for task in tasks {
+            task.abort();
+            let _ = task.await;
+        }
+        self.store.forget_sessions(|s| s == session).await?;
+        Ok(())
+    }
+
     fn reconcile(&mut self) {
         let sessions = self.session_ids();
         let mut wanted = Vec::new();
@@ -223,8 +254,11 @@ impl WebhooksState {
             })
             .map(|(key, _)| key.clone())
             .collect();
+        self.stopping.retain(|(_, task)| !task.is_finished());
         for key in stale {
-            self.stop_lane(&key);
+            if let Some(task) = self.stop_lane(&key) {
+                self.stopping.push((key.1, task));
+            }
         }
         for (hook, session) in wanted {
             if !self.lanes.contains_key(&(hook.id.clone(), session.clone())) {
@@ -481,12 +515,21 @@ impl Actor for WebhooksActor {
             .user_agent(concat!("wagate/", env!("CARGO_PKG_VERSION")))
             .build()?;
         let permits = Arc::new(Semaphore::new(settings.max_in_flight.max(1)));
+        // A crash between a session's deletion and its `ForgetSession` leaves its cursors.
+        let sessions = services.store.session_ids()?;
+        let forgotten = store
+            .forget_sessions(|s| !sessions.iter().any(|kept| kept == s))
+            .await?;
+        if forgotten > 0 {
+            tracing::info!(forgotten, "forgot the delivery cursors of deleted sessions");
+        }
         services.directory.running(WEBHOOKS, myself.get_cell());
         Ok(WebhooksState {
             services,
             store,
             hooks,
             lanes: HashMap::new(),
+            stopping: Vec::new(),
             client,
             permits,
             messages,
@@ -563,6 +606,9 @@ impl Actor for WebhooksActor {
                     stats.sort_by(|a, b| a.id.cmp(&b.id));
                     stats
                 });
+            }
+            WebhooksMsg::ForgetSession(session, reply) => {
+                let _ = reply.send(state.forget_session(&session).await);
             }
             WebhooksMsg::Reconcile => state.reconcile(),
             WebhooksMsg::Inspect(reply) => {
