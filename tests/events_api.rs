@@ -5,6 +5,7 @@
 mod common;
 
 use common::*;
+use futures_util::StreamExt;
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread")]
@@ -248,6 +249,18 @@ async fn expired_events_answer_410_and_seq_never_restarts() {
         .get("/sessions/a/events/stream?after=0")
         .await
         .expect_error(410, "events_expired");
+    // Without `after`, a reader starts from the oldest event still held: nothing is left,
+    // and it reads on from where retention stopped.
+    let everything = srv.api().get("/sessions/a/events").await.expect(200);
+    assert_eq!(everything, json!({"events": [], "next_after": head}));
+    let stream = srv
+        .client()
+        .get(srv.url("/api/v1/sessions/a/events/stream"))
+        .bearer_auth(srv.api_token())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200, "a stream without `after` opens");
     // Reading from where retention stopped works, and new events continue the count.
     srv.api().post("/sessions/a/connect").await.expect(200);
     let next = wait_for(std::time::Duration::from_secs(10), || async {
@@ -261,6 +274,28 @@ async fn expired_events_answer_410_and_seq_never_restarts() {
     .await
     .expect("a new event after the expired ones");
     assert!(next["seq"].as_u64().unwrap() > head);
+    let from_oldest = srv.api().get("/sessions/a/events").await.expect(200);
+    assert_eq!(from_oldest["events"][0], next);
+    let mut body = stream.bytes_stream();
+    let first_frame = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        let mut text = String::new();
+        while !text.contains("data:") || !text.ends_with("\n\n") {
+            let chunk = body.next().await.expect("open").expect("readable");
+            text.push_str(&String::from_utf8_lossy(&chunk));
+        }
+        text
+    })
+    .await
+    .expect("the stream delivers the new event");
+    let first_id = first_frame
+        .lines()
+        .find_map(|line| line.strip_prefix("id:"))
+        .map(str::trim);
+    assert_eq!(
+        first_id,
+        Some(next["seq"].to_string().as_str()),
+        "{first_frame}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

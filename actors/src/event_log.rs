@@ -72,6 +72,18 @@ pub struct StoredEvent {
 }
 
 impl StoredEvent {
+    /// An event with only its seq, for tests of what is done with pages.
+    #[cfg(test)]
+    pub(crate) fn at_seq(seq: u64) -> Self {
+        Self {
+            seq,
+            kind: "session.status".into(),
+            appended_at: 0,
+            envelope: Vec::new(),
+            idempotency_key: None,
+        }
+    }
+
     /// `[appended_at u64][type len u8][type][key len u16][key][envelope]`.
     fn encode(&self) -> Vec<u8> {
         let key = self.idempotency_key.as_deref().unwrap_or("");
@@ -109,6 +121,8 @@ pub struct Page {
     /// The highest seq looked at (the last returned, or further when a type filter skipped
     /// events); the next read continues after it.
     pub scanned_to: u64,
+    /// The scan stopped at `max_scan` events with more of the log after `scanned_to`.
+    pub cut_short: bool,
 }
 
 /// What a read may return: the oldest seq still held is above `after + 1`.
@@ -316,6 +330,7 @@ impl EventLog {
         let mut page = Page {
             events: Vec::new(),
             scanned_to: after,
+            cut_short: false,
         };
         let durable = *self.head_sender(session)?.borrow();
         if durable <= after {
@@ -324,7 +339,11 @@ impl EventLog {
         let start = event_key(session, after + 1);
         let end = event_key(session, durable);
         for (scanned, item) in self.events.range(start..=end).enumerate() {
-            if scanned >= max_scan || page.events.len() >= limit {
+            if page.events.len() >= limit {
+                break;
+            }
+            if scanned >= max_scan {
+                page.cut_short = true;
                 break;
             }
             let (key, value) = item?;
@@ -591,8 +610,20 @@ mod tests {
         let page = log.read("s", 0, 2, Some(&only), 1000).unwrap().unwrap();
         assert_eq!(seqs(&page), vec![2, 4]);
         assert_eq!(page.scanned_to, 4);
+        assert!(!page.cut_short);
         let page = log.read("s", 10, 5, None, 1000).unwrap().unwrap();
         assert!(page.events.is_empty());
+        assert_eq!(page.scanned_to, 10);
+        // A scan that stops at its bound says so, and how far it looked.
+        let none = vec!["session.status".to_owned()];
+        let page = log.read("s", 2, 5, Some(&none), 3).unwrap().unwrap();
+        assert!(page.events.is_empty() && page.cut_short);
+        assert_eq!(page.scanned_to, 5);
+        let page = log.read("s", 7, 5, Some(&none), 3).unwrap().unwrap();
+        assert!(
+            page.events.is_empty() && !page.cut_short,
+            "the log ends there"
+        );
         assert_eq!(page.scanned_to, 10);
 
         // Everything appended "now" is dropped by a cutoff in the future.

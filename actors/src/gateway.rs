@@ -61,6 +61,17 @@ pub struct EventPage {
     pub next_after: u64,
 }
 
+/// Where a pull reads on: after the last event returned; past the events a type filter
+/// skipped when the scan stopped short of a page, so a sparse filter still moves forward;
+/// else where it started.
+fn next_after(page: &crate::event_log::Page, after: u64) -> u64 {
+    match page.events.last() {
+        Some(last) => last.seq,
+        None if page.cut_short => page.scanned_to,
+        None => after,
+    }
+}
+
 /// Turns an actor call's outcome into the domain's.
 fn answered<T>(
     outcome: std::result::Result<CallResult<Result<T>>, impl std::fmt::Debug>,
@@ -637,25 +648,27 @@ impl Gateway {
 
     // ---- admin (admin.md) ----
 
-    /// `GET /sessions/{id}/events`: up to `limit` events after `after`, of `types` (all when
-    /// `None`); `events_expired` when retention dropped some of those.
+    /// `GET /sessions/{id}/events`: up to `limit` events after `after` (from the oldest still
+    /// held when `None`), of `types` (all when `None`); `events_expired` when retention dropped
+    /// some of those.
     pub fn events(
         &self,
         id: &SessionId,
-        after: u64,
+        after: Option<u64>,
         limit: usize,
         types: Option<&[String]>,
     ) -> Result<EventPage> {
         if !self.is_stored(id)? {
             return Err(GatewayError::SessionNotFound(id.to_string()));
         }
-        match self
-            .services
-            .events
-            .read(id.as_str(), after, limit, types, MAX_SCAN)?
-        {
+        let log = &self.services.events;
+        let after = match after {
+            Some(after) => after,
+            None => log.floor(id.as_str())?,
+        };
+        match log.read(id.as_str(), after, limit, types, MAX_SCAN)? {
             Ok(page) => Ok(EventPage {
-                next_after: page.events.last().map_or(after, |e| e.seq),
+                next_after: next_after(&page, after),
                 events: page.events,
             }),
             Err(expired) => Err(GatewayError::EventsExpired {
@@ -664,18 +677,23 @@ impl Gateway {
         }
     }
 
-    /// `GET /sessions/{id}/events/stream`: everything after `after` from the log, then each
-    /// new event as it becomes durable; ends when the gateway shuts down.
+    /// `GET /sessions/{id}/events/stream`: everything after `after` (from the oldest still
+    /// held when `None`) from the log, then each new event as it becomes durable; ends when the
+    /// gateway shuts down.
     pub fn event_stream(
         &self,
         id: &SessionId,
-        after: u64,
+        after: Option<u64>,
         types: Option<Vec<String>>,
     ) -> Result<impl futures_util::Stream<Item = StoredEvent> + Send + Sync + 'static> {
         if !self.is_stored(id)? {
             return Err(GatewayError::SessionNotFound(id.to_string()));
         }
         let log = self.services.events.clone();
+        let after = match after {
+            Some(after) => after,
+            None => log.floor(id.as_str())?,
+        };
         if let Err(expired) = log.read(id.as_str(), after, 1, None, 1)? {
             return Err(GatewayError::EventsExpired {
                 oldest: expired.oldest,
@@ -972,5 +990,23 @@ async fn inspect<M: ractor::Message>(
         Ok(CallResult::Success(state)) => state,
         Ok(CallResult::Timeout) => serde_json::json!({"unresponsive": true}),
         _ => serde_json::Value::Null,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event_log::Page;
+
+    #[test]
+    fn a_pull_reads_on_after_its_last_event_or_past_what_its_filter_skipped() {
+        let page = |events: Vec<u64>, scanned_to, cut_short| Page {
+            events: events.into_iter().map(StoredEvent::at_seq).collect(),
+            scanned_to,
+            cut_short,
+        };
+        assert_eq!(next_after(&page(vec![3, 5], 9, true), 1), 5);
+        assert_eq!(next_after(&page(vec![], 9, true), 1), 9);
+        assert_eq!(next_after(&page(vec![], 9, false), 1), 1);
     }
 }

@@ -21,15 +21,14 @@ const KEEP_ALIVE: Duration = Duration::from_secs(15);
 const DEFAULT_LIMIT: usize = 100;
 const MAX_LIMIT: usize = 1000;
 
-/// `after`: a seq, 0 (the start) when absent.
-fn seq(field: &str, raw: Option<&str>) -> Result<u64, ApiError> {
-    match raw {
-        None => Ok(0),
-        Some(v) => v
-            .trim()
+/// `after`: a seq; `None` when absent, which reads from the oldest event still held.
+fn seq(field: &str, raw: Option<&str>) -> Result<Option<u64>, ApiError> {
+    raw.map(|v| {
+        v.trim()
             .parse::<u64>()
-            .map_err(|_| ApiError::validation(field, format!("'{v}' is not a seq (0 or more)"))),
-    }
+            .map_err(|_| ApiError::validation(field, format!("'{v}' is not a seq (0 or more)")))
+    })
+    .transpose()
 }
 
 /// `types=a,b`: known event types only; `None` when absent (all types).
@@ -75,7 +74,7 @@ fn limit(raw: Option<&str>) -> Result<usize, ApiError> {
     summary = "A page of the session's event log",
     params(
         ("id" = String, Path, description = "The session id: 1-64 of A-Z a-z 0-9 _ -"),
-        ("after" = Option<u64>, Query, description = "Events after this seq (default 0)"),
+        ("after" = Option<u64>, Query, description = "Events after this seq; when absent, from the oldest event still held (never 410)"),
         ("limit" = Option<usize>, Query, description = "1-1000, default 100"),
         ("types" = Option<String>, Query, description = "Comma-separated event types (default all)"),
     ),
@@ -124,7 +123,7 @@ pub async fn pull(ctx: &Ctx, req: Request) -> Result<Response, ApiError> {
     summary = "Follow the session's event log (server-sent events)",
     params(
         ("id" = String, Path, description = "The session id: 1-64 of A-Z a-z 0-9 _ -"),
-        ("after" = Option<u64>, Query, description = "Replay from after this seq (default 0); `Last-Event-ID` wins"),
+        ("after" = Option<u64>, Query, description = "Replay from after this seq; when absent, from the oldest event still held (never 410); `Last-Event-ID` wins"),
         ("types" = Option<String>, Query, description = "Comma-separated event types (default all)"),
         ("Last-Event-ID" = Option<u64>, Header, description = "Resume after this seq"),
     ),
@@ -137,12 +136,8 @@ pub async fn pull(ctx: &Ctx, req: Request) -> Result<Response, ApiError> {
 )]
 pub async fn stream(ctx: &Ctx, req: Request) -> Result<Response, ApiError> {
     let id = req.session()?;
-    let resume = req
-        .header("last-event-id")
-        .map(|v| seq("Last-Event-ID", Some(v)))
-        .transpose()?;
-    let after = match resume {
-        Some(after) => after,
+    let after = match req.header("last-event-id") {
+        Some(resume) => seq("Last-Event-ID", Some(resume))?,
         None => seq("after", req.query("after"))?,
     };
     let types = types(req.query("types"))?;
@@ -207,8 +202,8 @@ mod tests {
 
     #[test]
     fn query_values_are_checked() {
-        assert_eq!(seq("after", None).unwrap(), 0);
-        assert_eq!(seq("after", Some("42")).unwrap(), 42);
+        assert_eq!(seq("after", None).unwrap(), None);
+        assert_eq!(seq("after", Some("42")).unwrap(), Some(42));
         assert_eq!(seq("after", Some("-1")).unwrap_err().code(), "validation");
         assert_eq!(limit(None).unwrap(), 100);
         assert_eq!(limit(Some("1000")).unwrap(), 1000);
