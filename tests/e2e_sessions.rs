@@ -223,6 +223,10 @@ async fn disconnect_connect_logout_and_delete_follow_the_contract() {
     let status = api.get("/sessions/dc/status").await.expect(200);
     assert_eq!(status["socket_alive"], false);
     assert_eq!(status["phone_number"], "6281230000021");
+    // Paired, though offline: the device is still this one.
+    let device = api.get("/sessions/dc/device").await.expect(200);
+    assert_eq!(device["phone_number"], "6281230000021");
+    assert!(device["device_id"].as_u64().is_some(), "{device}");
 
     // connect brings it back without pairing.
     let reply = api.post("/sessions/dc/connect").await.expect(200);

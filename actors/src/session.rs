@@ -675,8 +675,9 @@ impl SessionState {
         }
     }
 
+    /// The paired device, also while the session is offline; `not_logged_in` before pairing.
     fn device_view(&self) -> Result<DeviceView> {
-        if self.status() != SessionStatus::LoggedIn {
+        if !self.is_paired() {
             return Err(GatewayError::NotLoggedIn);
         }
         Ok(DeviceView {

@@ -262,7 +262,7 @@ pub async fn pair(ctx: &Ctx, req: Request) -> Result<Response, ApiError> {
     get,
     path = "/api/v1/sessions/{id}/device",
     tag = "sessions",
-    summary = "The linked device",
+    summary = "The linked device, also while the session is offline",
     params(
         ("id" = String, Path, description = "The session id: 1-64 of A-Z a-z 0-9 _ -"),
     ),
@@ -270,7 +270,7 @@ pub async fn pair(ctx: &Ctx, req: Request) -> Result<Response, ApiError> {
         (status = 200, description = "The device", body = DeviceView),
         (status = 400, description = "`invalid_session_id`", body = ErrorBody),
         (status = 404, description = "`session_not_found`", body = ErrorBody),
-        (status = 409, description = "`not_logged_in`", body = ErrorBody),
+        (status = 409, description = "`not_logged_in`: not paired (yet, or since a logout)", body = ErrorBody),
     ),
 )]
 pub async fn device(ctx: &Ctx, req: Request) -> Result<Response, ApiError> {
