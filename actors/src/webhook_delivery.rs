@@ -86,9 +86,12 @@ fn parse_retry_after(value: &str, now_unix: u64) -> Option<Duration> {
     Some(Duration::from_secs(at.saturating_sub(now_unix)))
 }
 
+/// The longest `Retry-After` honoured: a receiver asking for more is retried after a day.
+const RETRY_AFTER_LIMIT: Duration = Duration::from_secs(24 * 3600);
+
 /// The wait before retry number `failures` (1-based): exponential from `min`, capped at `max`,
-/// with full jitter in its upper half; a receiver's `Retry-After` wins when it asks for
-/// longer, up to `max`.
+/// with jitter over its upper half that never goes under `min`; a receiver's `Retry-After`
+/// wins when it asks for longer, also beyond `max` (up to a day).
 pub fn retry_delay(
     failures: u32,
     min: Duration,
@@ -98,9 +101,9 @@ pub fn retry_delay(
 ) -> Duration {
     let exp = failures.saturating_sub(1).min(30);
     let base = min.saturating_mul(1u32 << exp.min(20)).min(max);
-    let jittered = base.mul_f64(0.5 + 0.5 * jitter.clamp(0.0, 1.0));
+    let jittered = base.mul_f64(0.5 + 0.5 * jitter.clamp(0.0, 1.0)).max(min);
     match asked {
-        Some(asked) if asked > jittered => asked.min(max),
+        Some(asked) if asked > jittered => asked.min(RETRY_AFTER_LIMIT),
         _ => jittered,
     }
 }
@@ -192,13 +195,23 @@ mod tests {
             Duration::from_millis(4000)
         );
         assert_eq!(retry_delay(40, min, max, None, 1.0), max);
+        for failures in [1, 2, 40] {
+            let least = retry_delay(failures, min, max, None, 0.0);
+            assert!(least >= min && least <= max, "{least:?}");
+        }
+        assert_eq!(retry_delay(1, min, max, None, 0.0), min);
         assert_eq!(
             retry_delay(1, min, max, Some(Duration::from_secs(30)), 1.0),
             Duration::from_secs(30)
         );
         assert_eq!(
-            retry_delay(1, min, max, Some(Duration::from_secs(9999)), 1.0),
-            max
+            retry_delay(1, min, max, Some(Duration::from_secs(3600)), 1.0),
+            Duration::from_secs(3600),
+            "Retry-After is honoured beyond the backoff's cap"
+        );
+        assert_eq!(
+            retry_delay(1, min, max, Some(Duration::from_secs(9_999_999)), 1.0),
+            RETRY_AFTER_LIMIT
         );
     }
 
