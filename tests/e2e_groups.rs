@@ -266,6 +266,15 @@ async fn every_groups_md_endpoint_works_and_changes_whatsapp() {
         reset["invite_link"],
         format!("https://chat.whatsapp.com/{new_code}")
     );
+    // The admin snapshot shows the link is cached, never the code that lets anyone join.
+    let snapshot = server
+        .admin()
+        .get("/admin/sessions/a/snapshot")
+        .await
+        .expect(200);
+    let cached = &snapshot["invites"][gid.as_str()]["data"];
+    assert_eq!(cached["group_jid"], gid.as_str(), "{snapshot}");
+    assert!(!snapshot.to_string().contains(&new_code), "{snapshot}");
 
     // Settings (groups-extra.md)
     let r = api

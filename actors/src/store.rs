@@ -300,7 +300,7 @@ impl Store {
             "saved_at": session.get("saved_at").cloned().unwrap_or(serde_json::Value::Null),
             "session": session.get("data").cloned().unwrap_or(serde_json::Value::Null),
             "groups": collect(CacheKind::Groups)?,
-            "invites": collect(CacheKind::Invites)?,
+            "invites": redact_links(collect(CacheKind::Invites)?),
         })))
     }
 
@@ -312,6 +312,19 @@ impl Store {
     pub fn is_open(&self) -> bool {
         self.db.get(b"__probe").is_ok()
     }
+}
+
+/// An invite link lets whoever holds it join the group: the snapshot shows that one is cached,
+/// not its code.
+fn redact_links(
+    mut invites: serde_json::Map<String, serde_json::Value>,
+) -> serde_json::Map<String, serde_json::Value> {
+    for envelope in invites.values_mut() {
+        if let Some(link) = envelope.pointer_mut("/data/link") {
+            *link = serde_json::Value::from("https://chat.whatsapp.com/[redacted]");
+        }
+    }
+    invites
 }
 
 /// One `flush_async` at a time. sled 0.34 runs each flush on its own small I/O thread pool;
