@@ -243,6 +243,9 @@ pub enum ChatJid {
     Group(GroupJid),
 }
 
+/// A bare group id: `<creator>-<creation time>` (the time is 10 digits of Unix seconds, which
+/// tells it from a phone number written with one hyphen), or a new-style id longer than any
+/// phone number.
 fn is_group_id(id: &str) -> bool {
     let mut parts = id.split('-');
     let first = parts.next().unwrap_or("");
@@ -251,7 +254,7 @@ fn is_group_id(id: &str) -> bool {
     parts.next().is_none()
         && digits(first)
         && match second {
-            Some(s) => digits(s),
+            Some(s) => digits(s) && s.len() == 10,
             None => first.len() > 15,
         }
 }
@@ -699,5 +702,14 @@ mod jid_tests {
             Some(ChatJid::Group(_))
         ));
         assert!(ChatJid::parse("not a jid").is_none());
+        // A phone number written with one hyphen is that user, not a group.
+        assert_eq!(
+            ChatJid::parse("62812-3456789").map(|c| c.as_str().to_owned()),
+            Some("628123456789@s.whatsapp.net".to_owned())
+        );
+        assert!(matches!(
+            ChatJid::parse("123456789-1234567890"),
+            Some(ChatJid::Group(_))
+        ));
     }
 }
