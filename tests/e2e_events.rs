@@ -1400,3 +1400,62 @@ async fn every_event_type_arrives_alike_through_pull_sse_and_webhooks() {
         assert_eq!(&delivery.json(), pulled);
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reply_quotes_the_received_message_with_its_sender_and_text() {
+    let (sim, server) = setup().await;
+    let b = sim.user("6285500000002").await;
+    let api = server.api();
+    let asked = sim
+        .post_ok(
+            "/accounts/6285500000002/send",
+            json!({"to": user(ME), "text": "which plan?"}),
+        )
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    event_where(&server, "message.received", |d| d["message_id"] == asked).await;
+
+    let reply = api
+        .post_json(
+            "/sessions/a/messages/text",
+            &json!({"to": b, "text": "the big one", "quoted_id": asked}),
+        )
+        .await
+        .expect(200);
+    let reply_id = reply["message_id"].as_str().unwrap().to_string();
+    let at_phone = wait_for(WAIT, || async {
+        sim.get_ok("/accounts/6285500000002/messages")
+            .await
+            .as_array()?
+            .iter()
+            .find(|m| m["id"] == reply_id.as_str())
+            .cloned()
+    })
+    .await
+    .expect("B's phone got the reply");
+    assert_eq!(at_phone["text"], "the big one");
+    assert_eq!(
+        at_phone["quoted"],
+        json!({"id": asked, "participant": b, "text": "which plan?"}),
+        "the reply quotes B's message as WhatsApp shows it"
+    );
+
+    // A text of spaces is still a text; a message the log does not hold cannot be quoted.
+    api.post_json("/sessions/a/messages/text", &json!({"to": b, "text": " "}))
+        .await
+        .expect(200);
+    api.post_json(
+        "/sessions/a/messages/text",
+        &json!({"to": b, "text": "x", "quoted_id": "3EB0000000000000"}),
+    )
+    .await
+    .expect_error(404, "not_found");
+    api.post_json(
+        "/sessions/a/messages/text",
+        &json!({"to": b, "text": "x", "quoted_id": ""}),
+    )
+    .await
+    .expect_error(400, "validation");
+}

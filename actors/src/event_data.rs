@@ -85,7 +85,15 @@ pub fn message(m: &IncomingMessage) -> NewEvent {
 
 /// The identity of one WhatsApp message: stanza ids are unique only per (chat, sender).
 pub fn message_key(chat: &str, sender: &str, id: &str) -> String {
-    format!("msg\u{1f}{chat}\u{1f}{sender}\u{1f}{id}")
+    format!("{}{sender}\u{1f}{id}", message_key_prefix(Some(chat)))
+}
+
+/// What the keys of `chat`'s messages (of every chat's, for `None`) start with.
+pub fn message_key_prefix(chat: Option<&str>) -> String {
+    match chat {
+        Some(chat) => format!("msg\u{1f}{chat}\u{1f}"),
+        None => "msg\u{1f}".to_owned(),
+    }
 }
 
 /// One `message.ack` per acknowledged message; a receipt WhatsApp repeats is one event. The

@@ -278,6 +278,42 @@ impl EventLog {
         Ok(out)
     }
 
+    /// The message event (`message.received` or `message.sent`) with WhatsApp id `id`, looked
+    /// up through its idempotency key: first among `chat`'s messages, then, since a chat can be
+    /// named by phone number or by LID, among all of the session's.
+    pub fn find_message(&self, session: &str, chat: &str, id: &str) -> Result<Option<StoredEvent>> {
+        let ends_with_id = |key: &[u8]| {
+            key.strip_suffix(id.as_bytes())
+                .is_some_and(|rest| rest.ends_with(&[0x1f]))
+        };
+        let all = idempotency_entry(session, &crate::event_data::message_key_prefix(None));
+        let in_chat =
+            idempotency_entry(session, &crate::event_data::message_key_prefix(Some(chat)));
+        for prefix in [in_chat, all] {
+            for item in self.events.scan_prefix(&prefix) {
+                let (key, seq) = item?;
+                if !ends_with_id(&key) {
+                    continue;
+                }
+                let Some(seq) = <[u8; 8]>::try_from(seq.as_ref())
+                    .ok()
+                    .map(u64::from_be_bytes)
+                else {
+                    continue;
+                };
+                let key = event_key(session, seq);
+                if let Some(event) = self
+                    .events
+                    .get(&key)?
+                    .and_then(|value| stored_event(&key, &value))
+                {
+                    return Ok(Some(event));
+                }
+            }
+        }
+        Ok(None)
+    }
+
     /// Writes back the idempotency keys of the last `tail` events, which a crash between an
     /// event and its key may have lost. Run by the writer before it appends.
     pub fn restore_keys(&self, session: &str, tail: usize) -> Result<usize> {
@@ -638,6 +674,49 @@ mod tests {
         // Dropped idempotency keys go too; new appends continue after the floor.
         let next = log.append("s", 11, &[event("message.received", Some("k"))]);
         assert_eq!(next.unwrap()[0].seq, 11);
+    }
+
+    #[test]
+    fn a_message_is_found_by_its_id_in_its_chat_or_under_another_name_of_it() {
+        let (log, _dir) = log();
+        let message = |chat: &str, sender: &str, id: &str| NewEvent {
+            kind: "message.received",
+            occurred_at: 1,
+            data: serde_json::json!({"chat": chat, "sender": sender, "message_id": id}),
+            idempotency_key: Some(crate::event_data::message_key(chat, sender, id)),
+        };
+        log.append(
+            "s",
+            1,
+            &[
+                message("1@s.whatsapp.net", "1@s.whatsapp.net", "A1"),
+                message("2@lid", "2@lid", "B1"),
+                message("1@s.whatsapp.net", "1@s.whatsapp.net", "XA1"),
+            ],
+        )
+        .unwrap();
+        let seq = |found: Option<StoredEvent>| found.map(|e| e.seq);
+        assert_eq!(
+            seq(log.find_message("s", "1@s.whatsapp.net", "A1").unwrap()),
+            Some(1)
+        );
+        assert_eq!(
+            seq(log.find_message("s", "1@s.whatsapp.net", "XA1").unwrap()),
+            Some(3)
+        );
+        // The chat named by phone number while the log has it by LID.
+        assert_eq!(
+            seq(log.find_message("s", "2@s.whatsapp.net", "B1").unwrap()),
+            Some(2)
+        );
+        assert_eq!(
+            log.find_message("s", "1@s.whatsapp.net", "1").unwrap(),
+            None
+        );
+        assert_eq!(
+            log.find_message("t", "1@s.whatsapp.net", "A1").unwrap(),
+            None
+        );
     }
 
     #[test]

@@ -21,8 +21,8 @@ use crate::intensity::Intensity;
 use crate::invites::InvitesMsg;
 use crate::model::{
     ChatJid, DeviceView, GroupInfoView, GroupJid, GroupSettingsChange, GroupSummary, GroupView,
-    InviteInfoView, PairCodeView, ParticipantResult, QrView, Rendered, SentMessage, SessionId,
-    SessionStatus, SessionView, StatusView, UserJid,
+    InviteInfoView, OutgoingText, PairCodeView, ParticipantResult, QrView, Quote, Rendered,
+    SentMessage, SessionId, SessionStatus, SessionView, StatusView, UserJid,
 };
 use crate::services::{Services, Shared};
 use crate::session::{RESTART_REASON, SessionMsg};
@@ -590,13 +590,20 @@ impl Gateway {
 
     // ---- messages (messages.md) ----
 
-    /// Sends a text to a user or a group.
+    /// Sends a text to a user or a group; with `quoted_id`, as a reply quoting that message,
+    /// which the session's event log must hold (`not_found` otherwise).
     pub async fn send_text(
         &self,
         id: &SessionId,
         to: ChatJid,
         text: String,
+        quoted_id: Option<String>,
     ) -> Result<SentMessage> {
+        let quote = match quoted_id {
+            Some(quoted_id) => Some(self.quote(id, &to, quoted_id).await?),
+            None => None,
+        };
+        let text = OutgoingText { text, quote };
         let chat = to.as_str().to_owned();
         let sent = match to {
             ChatJid::Group(jid) => self.send_to_group(id, jid, text).await,
@@ -625,6 +632,36 @@ impl Gateway {
         Ok(sent)
     }
 
+    /// The message `quoted_id` names, as a reply to it shows it, from the session's event log.
+    async fn quote(&self, id: &SessionId, to: &ChatJid, quoted_id: String) -> Result<Quote> {
+        if !self.is_stored(id)? {
+            return Err(GatewayError::SessionNotFound(id.to_string()));
+        }
+        let log = self.services.events.clone();
+        let (session, chat) = (id.to_string(), to.as_str().to_owned());
+        let lookup = quoted_id.clone();
+        // A message the chat does not hold is looked for among all the session's: a scan.
+        let found = tokio::task::spawn_blocking(move || log.find_message(&session, &chat, &lookup))
+            .await
+            .map_err(|e| GatewayError::Internal(format!("quote lookup: {e}")))??;
+        let event = found.ok_or_else(|| {
+            GatewayError::NotFound(format!(
+                "message '{quoted_id}' is not in this session's event log; a reply can quote a \
+                 message the session received, or sent from another device, while it is retained"
+            ))
+        })?;
+        let envelope: serde_json::Value = serde_json::from_slice(&event.envelope)?;
+        let data = &envelope["data"];
+        let sender = data["sender"]
+            .as_str()
+            .ok_or_else(|| GatewayError::Internal(format!("event {} has no sender", event.seq)))?;
+        Ok(Quote {
+            id: quoted_id,
+            sender: sender.to_owned(),
+            text: data["text"].as_str().map(str::to_owned),
+        })
+    }
+
     /// A text to a group the cache knows goes straight to the session's client, as cached
     /// reads do: it needs nothing else from the groups actor, whose mailbox may be busy with
     /// queries. An unknown group goes through the actor, which queries it first.
@@ -632,7 +669,7 @@ impl Gateway {
         &self,
         id: &SessionId,
         jid: GroupJid,
-        text: String,
+        text: OutgoingText,
     ) -> Result<SentMessage> {
         let link = self.link(id).await?;
         logged_in(&link)?;

@@ -21,8 +21,8 @@ use crate::group_cache::{
     participant_results,
 };
 use crate::model::{
-    ChatJid, GroupJid, GroupSettingsChange, GroupSummary, ParticipantResult, SentMessage,
-    SessionId, UserJid,
+    ChatJid, GroupJid, GroupSettingsChange, GroupSummary, OutgoingText, ParticipantResult,
+    SentMessage, SessionId, UserJid,
 };
 use crate::services::Shared;
 use crate::store::CacheKind;
@@ -86,7 +86,7 @@ pub enum GroupsMsg {
     },
     SendText {
         jid: GroupJid,
-        text: String,
+        text: OutgoingText,
         reply: RpcReplyPort<Result<SentMessage>>,
     },
     /// A group query finished.

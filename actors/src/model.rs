@@ -647,6 +647,31 @@ pub struct InviteInfoView {
     pub participant_count: usize,
 }
 
+/// A text to send, and the message it replies to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutgoingText {
+    pub text: String,
+    pub quote: Option<Quote>,
+}
+
+impl OutgoingText {
+    pub fn plain(text: impl Into<String>) -> Self {
+        Self {
+            text: text.into(),
+            quote: None,
+        }
+    }
+}
+
+/// The message a reply quotes, as WhatsApp shows it above the reply: its id, who sent it and
+/// its text (none for media and the like, which show without a preview).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Quote {
+    pub id: String,
+    pub sender: String,
+    pub text: Option<String>,
+}
+
 /// `POST /messages/text`.
 #[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct SentMessage {

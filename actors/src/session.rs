@@ -22,7 +22,7 @@ use crate::events::{EventsActor, EventsArgs, EventsMsg};
 use crate::groups::{GroupsActor, GroupsArgs, GroupsMsg};
 use crate::invites::{InvitesActor, InvitesArgs, InvitesMsg};
 use crate::model::{
-    ChatJid, DeviceView, PairCodeView, QrView, SentMessage, SessionId, SessionRecord,
+    ChatJid, DeviceView, OutgoingText, PairCodeView, QrView, SentMessage, SessionId, SessionRecord,
     SessionStatus, SessionView, StatusView, UserJid,
 };
 use crate::services::Shared;
@@ -68,7 +68,7 @@ pub enum SessionMsg {
     /// Sends a text to a user (group texts go through the groups child).
     SendText {
         to: UserJid,
-        text: String,
+        text: OutgoingText,
         reply: RpcReplyPort<Result<SentMessage>>,
     },
     /// What this actor holds now, redacted, for the admin API.

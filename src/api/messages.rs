@@ -26,7 +26,7 @@ const MAX_TEXT_CHARS: usize = 65_536;
         (status = 200, description = "Accepted by WhatsApp", body = SentMessage),
         (status = 400, description = "`invalid_json`, `validation`, `invalid_jid`, `invalid_session_id`", body = ErrorBody),
         (status = 403, description = "`not_group_admin`", body = ErrorBody),
-        (status = 404, description = "`session_not_found`, `group_not_found`", body = ErrorBody),
+        (status = 404, description = "`session_not_found`, `group_not_found`; `not_found` for a `quoted_id` the session's event log does not hold (a reply quotes a message the session received, or sent from another device, while it is retained)", body = ErrorBody),
         (status = 409, description = "`not_logged_in`", body = ErrorBody),
         (status = 413, description = "`payload_too_large`", body = ErrorBody),
         (status = 415, description = "`unsupported_media_type`", body = ErrorBody),
@@ -42,19 +42,25 @@ pub async fn send_text(ctx: &Ctx, req: Request) -> Result<Response, ApiError> {
     let to = ChatJid::parse(&body.to).ok_or_else(|| {
         ApiError::invalid_jid("to", format!("'{}' is not a user or group JID", body.to))
     })?;
-    if body.text.trim().is_empty() || body.text.chars().count() > MAX_TEXT_CHARS {
+    if body.text.is_empty() || body.text.chars().count() > MAX_TEXT_CHARS {
         return Err(ApiError::validation(
             "text",
             format!("must be 1-{MAX_TEXT_CHARS} characters"),
         ));
     }
-    if body.quoted_id.is_some() {
-        // A quote needs the quoted message's sender and content, which wagate does not store
-        // yet; sending the text without the quote would be a silent lie.
+    if body
+        .quoted_id
+        .as_deref()
+        .is_some_and(|q| q.trim().is_empty())
+    {
         return Err(ApiError::validation(
             "quoted_id",
-            "quoting is not supported yet; send the text without quoted_id",
+            "must name a message id when present",
         ));
     }
-    Ok(json(&ctx.gateway.send_text(&id, to, body.text).await?))
+    Ok(json(
+        &ctx.gateway
+            .send_text(&id, to, body.text, body.quoted_id)
+            .await?,
+    ))
 }

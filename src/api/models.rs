@@ -74,6 +74,8 @@ pub struct GroupSettings {
 pub struct SendText {
     pub to: String,
     pub text: String,
+    /// Replies to this message, quoting it: one the session received (or sent from another
+    /// device) that its event log still holds.
     #[serde(default)]
     pub quoted_id: Option<String>,
 }

@@ -18,6 +18,9 @@ use std::time::Duration;
 
 use whatsapp_rust::pair_code::{PairCodeOptions, PairError};
 use whatsapp_rust::types::message::AddressingMode;
+use whatsapp_rust::wacore::proto_helpers::build_quote_context;
+use whatsapp_rust::waproto::buffa::MessageField;
+use whatsapp_rust::waproto::whatsapp as wa;
 use whatsapp_rust::{
     Client, GroupCreateOptions, GroupDescription, GroupError, GroupMetadata,
     GroupParticipantOptions, GroupSubject, IqError, Jid, MemberAddMode as WaMemberAddMode,
@@ -29,7 +32,7 @@ use crate::error::{GatewayError, Result};
 use crate::group_cache::{CachedGroup, CachedParticipant, ParticipantAction, ParticipantAnswer};
 use crate::model::{
     ChatJid, GroupJid, GroupSettingsChange, InviteInfoView, MemberAddMode, MemberLinkMode,
-    SentMessage, UserJid,
+    OutgoingText, SentMessage, UserJid,
 };
 use crate::telemetry::Telemetry;
 
@@ -39,6 +42,29 @@ pub use events::{
     ConnectionExit, ConnectionReport, GroupChange, GroupNotification, Identity, PairedDevice,
     ReportKind, WaEvent,
 };
+
+/// The message a text becomes: plain, or, for a reply, an extended text whose context quotes
+/// the message it answers.
+fn text_message(outgoing: OutgoingText) -> wa::Message {
+    let Some(quote) = outgoing.quote else {
+        return wa::Message {
+            conversation: Some(outgoing.text),
+            ..Default::default()
+        };
+    };
+    let quoted = wa::Message {
+        conversation: quote.text,
+        ..Default::default()
+    };
+    wa::Message {
+        extended_text_message: MessageField::some(wa::message::ExtendedTextMessage {
+            text: Some(outgoing.text),
+            context_info: MessageField::some(build_quote_context(quote.id, quote.sender, &quoted)),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
 
 /// A session's logged-in (or logging-in) client, with every operation the gateway uses.
 /// Cheap to clone; every call is bounded by `timeout`.
@@ -520,7 +546,8 @@ impl WaClient {
     }
 
     /// Sends a text; answers once the client has put it on the wire.
-    pub async fn send_text(&self, to: &ChatJid, text: String) -> Result<SentMessage> {
+    /// Sends a text; a reply carries the quoted message's id, sender and text.
+    pub async fn send_text(&self, to: &ChatJid, outgoing: OutgoingText) -> Result<SentMessage> {
         let target = parse_jid(to.as_str(), "to")?;
         if !self.client.is_connected() {
             return Err(errors::meaning(
@@ -533,7 +560,7 @@ impl WaClient {
         let sent = self
             .bounded(
                 Operation::SendMessage,
-                client.send_text(target, text),
+                client.send_message(target, text_message(outgoing)),
                 |e| {
                     // A send that fails because the socket went away was never WhatsApp's
                     // answer.

@@ -12,7 +12,7 @@ use crate::conn::Ctx;
 use crate::iq::split_jid;
 use crate::nodes::{attr, child, children};
 use crate::signal::{address, now_secs};
-use crate::world::{InboxMessage, PhoneJob, Sim};
+use crate::world::{InboxMessage, PhoneJob, QuotedMessage, Sim};
 
 /// One encrypted payload addressed to a specific device.
 #[derive(Clone)]
@@ -266,9 +266,26 @@ pub async fn phone_receive(
                 id: id.to_string(),
                 text,
                 t,
+                quoted: quoted_of(&message),
             });
         }
     }
+}
+
+fn quoted_of(message: &wa::Message) -> Option<QuotedMessage> {
+    let context = message
+        .extended_text_message
+        .as_option()?
+        .context_info
+        .as_option()?;
+    Some(QuotedMessage {
+        id: context.stanza_id.clone()?,
+        participant: context.participant.clone(),
+        text: context
+            .quoted_message
+            .as_option()
+            .and_then(text_of),
+    })
 }
 
 fn text_of(message: &wa::Message) -> Option<String> {

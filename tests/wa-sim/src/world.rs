@@ -81,6 +81,16 @@ pub struct InboxMessage {
     pub id: String,
     pub text: String,
     pub t: u64,
+    /// The message this one quotes, when it is a reply.
+    pub quoted: Option<QuotedMessage>,
+}
+
+/// What a reply says of the message it quotes: its id, its sender and its text.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct QuotedMessage {
+    pub id: String,
+    pub participant: Option<String>,
+    pub text: Option<String>,
 }
 
 /// An account: a phone number with its primary phone (device 0) and companions.
