@@ -150,13 +150,9 @@ async fn an_oversized_upload_gets_413_and_the_connection_stays_usable() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn unknown_routes_are_404_json_whatever_the_token() {
+async fn unknown_routes_are_404_json_and_the_api_asks_for_its_token_first() {
     let srv = TestServer::start_in_process().await;
     srv.api()
-        .get("/nothing/here")
-        .await
-        .expect_error(404, "not_found");
-    srv.anon()
         .get("/nothing/here")
         .await
         .expect_error(404, "not_found");
@@ -164,6 +160,23 @@ async fn unknown_routes_are_404_json_whatever_the_token() {
         .get("/favicon.ico")
         .await
         .expect_error(404, "not_found");
+    // Under the API, a caller without a token learns nothing of which routes exist.
+    srv.anon()
+        .get("/nothing/here")
+        .await
+        .expect_error(401, "unauthorized");
+    srv.anon()
+        .call(Method::PUT, "/sessions")
+        .await
+        .expect_error(401, "unauthorized");
+    srv.root(Some("wrong"))
+        .get("/api/v1/nothing/here")
+        .await
+        .expect_error(401, "unauthorized");
+    srv.api()
+        .call(Method::PUT, "/sessions")
+        .await
+        .expect_error(405, "method_not_allowed");
 }
 
 /// A raw connection to the server, for requests no HTTP client would send.

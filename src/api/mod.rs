@@ -29,6 +29,7 @@ pub mod webhooks;
 
 use bytes::{Buf, Bytes};
 use futures_util::{Stream, StreamExt};
+use sha2::{Digest, Sha256};
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Instant;
@@ -47,6 +48,8 @@ use wagate_actors::model::Rendered;
 
 /// Longest request target (path and query) the router looks at.
 const MAX_TARGET_BYTES: usize = 8 * 1024;
+/// Where the token-guarded API lives.
+const API_BASE: &str = "/api/v1";
 
 /// What every handler can reach.
 pub struct Context {
@@ -82,13 +85,17 @@ impl Auth {
         let Some(token) = token else {
             return Presented::Unknown;
         };
-        // Compare against both tokens every time so timing says nothing about either.
-        let api: bool = token.as_bytes().ct_eq(self.api.expose().as_bytes()).into();
-        let admin: bool = self
-            .admin
-            .as_ref()
-            .map(|a| token.as_bytes().ct_eq(a.expose().as_bytes()).into())
-            .unwrap_or(false);
+        // Compare digests against both tokens every time, so timing says nothing about either,
+        // not even its length.
+        let presented = Sha256::digest(token.as_bytes());
+        let matches = |secret: &Secret| -> bool {
+            presented
+                .as_slice()
+                .ct_eq(Sha256::digest(secret.expose().as_bytes()).as_slice())
+                .into()
+        };
+        let api = matches(&self.api);
+        let admin = self.admin.as_ref().is_some_and(matches);
         if admin {
             Presented::Admin
         } else if api {
@@ -206,9 +213,17 @@ async fn answer(
     if path.len() + query.len() > MAX_TARGET_BYTES {
         return Err(ApiError::UriTooLong(MAX_TARGET_BYTES));
     }
-    let matched = router::resolve(&ROUTES, method, path).map_err(|miss| match miss {
-        Miss::NotFound => ApiError::NotFound,
-        Miss::MethodNotAllowed(allowed) => ApiError::MethodNotAllowed(allowed),
+    let matched = router::resolve(&ROUTES, method, path).map_err(|miss| {
+        // Everything under the API needs a token, a path that leads nowhere too: a caller
+        // without one learns nothing of which routes exist.
+        let api = path == API_BASE || path.starts_with(&format!("{API_BASE}/"));
+        if api && ctx.auth.classify(headers.get(header::AUTHORIZATION)) == Presented::Unknown {
+            return ApiError::Unauthorized;
+        }
+        match miss {
+            Miss::NotFound => ApiError::NotFound,
+            Miss::MethodNotAllowed(allowed) => ApiError::MethodNotAllowed(allowed),
+        }
     })?;
     *route = matched.route.pattern;
     ctx.auth

@@ -281,10 +281,7 @@ fn quoted_of(message: &wa::Message) -> Option<QuotedMessage> {
     Some(QuotedMessage {
         id: context.stanza_id.clone()?,
         participant: context.participant.clone(),
-        text: context
-            .quoted_message
-            .as_option()
-            .and_then(text_of),
+        text: context.quoted_message.as_option().and_then(text_of),
     })
 }
 
