@@ -307,6 +307,11 @@ async fn every_groups_md_endpoint_works_and_changes_whatsapp() {
         .expect_error(404, "group_not_found");
     let list = api.get("/sessions/a/groups?refresh=true").await.expect(200);
     assert_eq!(list["total"], 0);
+    // The invite link cached before the leave is not handed out any more: WhatsApp is asked,
+    // and refuses a non-member.
+    api.get(&format!("/sessions/a/groups/{gid}/invite-link"))
+        .await
+        .expect_error(403, "not_group_admin");
 }
 
 #[tokio::test(flavor = "multi_thread")]

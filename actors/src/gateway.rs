@@ -14,7 +14,7 @@ use crate::error::{GatewayError, Result};
 use crate::event_log::{EventLog, StoredEvent};
 use crate::events::EventsMsg;
 use crate::group_cache::{
-    CachedGroup, GroupsSnapshot, ParticipantAction, may_send, refused_admin_changes,
+    CachedGroup, GroupsSnapshot, ParticipantAction, may_send, may_share_link, refused_admin_changes,
 };
 use crate::groups::GroupsMsg;
 use crate::intensity::Intensity;
@@ -566,10 +566,20 @@ impl Gateway {
             .await
     }
 
-    /// The group's invite link; `reset` revokes the current one first.
+    /// The group's invite link; `reset` revokes the current one first. A cached link is
+    /// served only while the groups cache shows this account an admin of the group.
     pub async fn invite_link(&self, id: &SessionId, jid: GroupJid, reset: bool) -> Result<String> {
-        self.call_invites(id, |reply| InvitesMsg::Link { jid, reset, reply })
-            .await
+        let link = self.link(id).await?;
+        let own_user = link.client().and_then(|client| client.own_user());
+        let group = link.groups_cache().group(jid.as_str());
+        let may_use_cached = may_share_link(group.as_deref(), own_user.as_deref());
+        self.call_invites(id, |reply| InvitesMsg::Link {
+            jid,
+            reset,
+            may_use_cached,
+            reply,
+        })
+        .await
     }
 
     /// Joins the group behind an invite code; the groups cache learns it.

@@ -485,6 +485,18 @@ pub fn may_send(group: &CachedGroup, own_user: Option<&str>) -> Result<(), Gatew
     }
 }
 
+/// Whether a cached invite link may still be handed out: only while the groups cache shows
+/// this account an admin of the group, as WhatsApp requires to read the link. After a leave,
+/// a removal or a demotion, WhatsApp is asked again and answers for itself.
+pub fn may_share_link(group: Option<&CachedGroup>, own_user: Option<&str>) -> bool {
+    matches!(
+        group
+            .zip(own_user)
+            .and_then(|(group, own)| group.role_of(own)),
+        Some("admin" | "superadmin")
+    )
+}
+
 /// One participant's answer from WhatsApp: the JID it named and its error code, if any.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ParticipantAnswer {
@@ -738,6 +750,16 @@ mod tests {
             Err(GatewayError::NotGroupAdmin(_))
         ));
         assert!(may_send(&g, Some(ME)).is_ok());
+    }
+
+    #[test]
+    fn a_cached_invite_link_is_shared_only_with_an_admin_of_a_known_group() {
+        let g = group();
+        assert!(may_share_link(Some(&g), Some(ME)));
+        assert!(!may_share_link(Some(&g), Some(B)), "a member");
+        assert!(!may_share_link(Some(&g), Some(C)), "not in the group");
+        assert!(!may_share_link(None, Some(ME)), "a group the cache lost");
+        assert!(!may_share_link(Some(&g), None), "no identity yet");
     }
 
     #[test]

@@ -28,10 +28,12 @@ pub struct CachedInvite {
 pub enum InvitesMsg {
     ClientChanged(Option<WaClient>),
     Inspect(RpcReplyPort<serde_json::Value>),
-    /// The group's invite link; `reset` revokes the current one and returns the new one.
+    /// The group's invite link; `reset` revokes the current one and returns the new one. A
+    /// cached link is served only when `may_use_cached` (the caller checked it may be shared).
     Link {
         jid: GroupJid,
         reset: bool,
+        may_use_cached: bool,
         reply: RpcReplyPort<Result<String>>,
     },
     /// Joins the group behind a code (already extracted from a link).
@@ -183,8 +185,14 @@ impl Actor for InvitesActor {
                     "cached_links": state.links.len(),
                 }));
             }
-            InvitesMsg::Link { jid, reset, reply } => {
+            InvitesMsg::Link {
+                jid,
+                reset,
+                may_use_cached,
+                reply,
+            } => {
                 if !reset
+                    && may_use_cached
                     && let Some(cached) = state.links.get(jid.as_str())
                     && state.fresh(cached.fetched_at)
                 {
