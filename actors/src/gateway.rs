@@ -529,7 +529,7 @@ impl Gateway {
             .change_participants(id, jid, action, participants)
             .await?;
         match refused_admin_changes(&results) {
-            Some(message) => Err(GatewayError::validation("participants", message)),
+            Some(refused) => Err(refused),
             None => Ok(()),
         }
     }

@@ -558,15 +558,27 @@ pub fn participant_results(
     (results, applied)
 }
 
-/// Promote and demote succeed only for every participant: the refused ones, named with
-/// WhatsApp's reason, when any was.
-pub fn refused_admin_changes(results: &[ParticipantResult]) -> Option<String> {
-    let refused: Vec<String> = results
+/// Promote and demote succeed only for every participant. When WhatsApp refused some, the
+/// error names each with its reason: `not_group_admin` when any refusal was for want of
+/// rights, else `validation` (the participants named were wrong, e.g. not in the group).
+pub fn refused_admin_changes(results: &[ParticipantResult]) -> Option<GatewayError> {
+    let refused: Vec<&ParticipantResult> = results
         .iter()
         .filter(|r| !matches!(r.status.as_str(), "Promoted" | "Demoted"))
+        .collect();
+    if refused.is_empty() {
+        return None;
+    }
+    let named: Vec<String> = refused
+        .iter()
         .map(|r| format!("{} ({})", r.jid, r.status))
         .collect();
-    (!refused.is_empty()).then(|| format!("WhatsApp refused: {}", refused.join(", ")))
+    let message = format!("WhatsApp refused: {}", named.join(", "));
+    Some(if refused.iter().any(|r| r.status == "Forbidden") {
+        GatewayError::NotGroupAdmin(message)
+    } else {
+        GatewayError::validation("participants", message)
+    })
 }
 
 #[cfg(test)]
@@ -796,13 +808,17 @@ mod tests {
             jid: jid.into(),
             status: status.into(),
         };
-        assert_eq!(
-            refused_admin_changes(&[result(B, "Promoted"), result(C, "Demoted")]),
-            None
+        assert!(refused_admin_changes(&[result(B, "Promoted"), result(C, "Demoted")]).is_none());
+        let wrong = refused_admin_changes(&[result(B, "Promoted"), result(C, "NotInGroup")]);
+        assert!(
+            matches!(&wrong, Some(e @ GatewayError::Validation { .. })
+                if e.to_string().contains("620000000003@s.whatsapp.net (NotInGroup)")),
+            "{wrong:?}"
         );
-        assert_eq!(
-            refused_admin_changes(&[result(B, "Promoted"), result(C, "NotInGroup")]).as_deref(),
-            Some("WhatsApp refused: 620000000003@s.whatsapp.net (NotInGroup)")
+        let rights = refused_admin_changes(&[result(B, "Forbidden"), result(C, "NotInGroup")]);
+        assert!(
+            matches!(&rights, Some(GatewayError::NotGroupAdmin(m)) if m.contains("(Forbidden)")),
+            "{rights:?}"
         );
     }
 
