@@ -488,7 +488,7 @@ pub async fn invite_link(ctx: &Ctx, req: Request) -> Result<Response, ApiError> 
     responses(
         (status = 200, description = "The joined group", body = GroupCreated),
         (status = 400, description = "`invalid_json`, `validation`, `invalid_session_id`", body = ErrorBody),
-        (status = 404, description = "`session_not_found`, `group_not_found`", body = ErrorBody),
+        (status = 404, description = "`session_not_found`; `not_found` for an unknown or revoked code", body = ErrorBody),
         (status = 409, description = "`not_logged_in`", body = ErrorBody),
         (status = 413, description = "`payload_too_large`", body = ErrorBody),
         (status = 415, description = "`unsupported_media_type`", body = ErrorBody),
@@ -519,7 +519,7 @@ pub async fn join(ctx: &Ctx, req: Request) -> Result<Response, ApiError> {
     responses(
         (status = 200, description = "The group behind the code", body = InviteInfoView),
         (status = 400, description = "`validation`, `invalid_session_id`", body = ErrorBody),
-        (status = 404, description = "`session_not_found`, `group_not_found`", body = ErrorBody),
+        (status = 404, description = "`session_not_found`; `not_found` for an unknown or revoked code", body = ErrorBody),
         (status = 409, description = "`not_logged_in`", body = ErrorBody),
         (status = 429, description = "`rate_limited`", body = ErrorBody),
         (status = 502, description = "`whatsapp_error`", body = ErrorBody),
