@@ -692,6 +692,16 @@ async fn webhooks_are_signed_ordered_retried_and_replayable() {
     assert_eq!(view["deliveries"][0]["session"], "a");
     assert_eq!(view["deliveries"][0]["delivered_seq"], last_seq);
     assert!(view["deliveries"][0]["last_error"].is_null());
+    // An update restarts delivery where it stood, and its answer says where that is.
+    let updated = api
+        .put_json(
+            &format!("/webhooks/{hook}"),
+            &json!({"events": ["message.received"]}),
+        )
+        .await
+        .expect(200);
+    assert_eq!(updated["deliveries"][0]["delivered_seq"], last_seq);
+    assert_eq!(updated["deliveries"][0]["pending"], 0);
     let listed = api.get("/webhooks").await.expect(200);
     assert_eq!(listed["webhooks"][0]["id"], hook);
     assert!(!listed.to_string().contains(&secret));

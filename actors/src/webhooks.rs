@@ -175,7 +175,18 @@ impl WebhooksState {
 
     fn start_lane(&mut self, hook: Arc<WebhookRecord>, session: String) {
         let (stop, stop_rx) = watch::channel(false);
-        let state = Arc::new(Mutex::new(LaneState::default()));
+        // The stored cursor, so that a view taken before the worker first runs (the answer to
+        // an update or a replay) shows where delivery stands.
+        let delivered_seq = self
+            .store
+            .cursor(&hook.id, &session)
+            .ok()
+            .flatten()
+            .unwrap_or(0);
+        let state = Arc::new(Mutex::new(LaneState {
+            delivered_seq,
+            ..LaneState::default()
+        }));
         let worker = Worker {
             hook: hook.clone(),
             session: session.clone(),
