@@ -685,6 +685,22 @@ async fn a_burst_of_reads_costs_one_query_per_group_and_the_cache_survives_resta
         queries(&sim.stats().await, &gids[0]),
         queries(&after, &gids[0]) + 1
     );
+
+    // A group this account is not in is asked about once per refresh interval, however often
+    // it is read; ?refresh=true asks again.
+    let stranger = "120363999999999999@g.us";
+    for path in [
+        format!("/sessions/a/groups/{stranger}"),
+        format!("/sessions/a/groups/{stranger}/info"),
+        format!("/sessions/a/groups/{stranger}"),
+    ] {
+        api.get(&path).await.expect_error(404, "group_not_found");
+    }
+    assert_eq!(queries(&sim.stats().await, stranger), 1);
+    api.get(&format!("/sessions/a/groups/{stranger}?refresh=true"))
+        .await
+        .expect_error(404, "group_not_found");
+    assert_eq!(queries(&sim.stats().await, stranger), 2);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -131,6 +131,9 @@ pub struct GroupsState {
     list_waiting: Option<Vec<RpcReplyPort<Result<Vec<GroupSummary>>>>>,
     /// Writes whose outcome is unknown, per group: closed once the group is read again.
     open_intents: HashMap<String, Vec<u64>>,
+    /// Groups WhatsApp said this account is not in, and when: asked again only after the
+    /// refresh interval (or on `refresh`), so polling one costs at most a query per interval.
+    missing: HashMap<String, u64>,
     messages: Arc<AtomicU64>,
 }
 
@@ -182,9 +185,23 @@ impl GroupsState {
     async fn apply(&mut self, change: Change) {
         let own = self.own_user();
         if let Some(touched) = self.cache.apply(change, own.as_deref()) {
+            self.missing.remove(&touched);
             self.persist(&touched).await;
             self.publish();
         }
+    }
+
+    /// Whether WhatsApp said lately that this account is not in the group.
+    fn known_missing(&self, jid: &str) -> bool {
+        self.missing.get(jid).is_some_and(|at| self.fresh(*at))
+    }
+
+    fn mark_missing(&mut self, jid: &str) {
+        let now = crate::unix_now();
+        let interval = self.services.settings.groups.refresh_interval.as_secs();
+        self.missing
+            .retain(|_, at| crate::group_cache::is_fresh(*at, now, interval));
+        self.missing.insert(jid.to_owned(), now);
     }
 
     /// Starts (or joins) the one query for this group.
@@ -342,6 +359,9 @@ impl GroupsState {
             Ok(groups) => {
                 let now = crate::unix_now();
                 let gone = self.cache.replace_all(groups, now);
+                for group in self.cache.groups() {
+                    self.missing.remove(&group.jid);
+                }
                 let store = &self.services.store;
                 let mut saved =
                     store.put_cached_unflushed(CacheKind::Groups, &self.id, LIST_MARKER, &now);
@@ -384,6 +404,7 @@ impl GroupsState {
                 if self.cache.contains(jid.as_str()) {
                     self.apply(Change::Remove(jid.as_str().to_owned())).await;
                 }
+                self.mark_missing(jid.as_str());
                 self.end_intents(jid.as_str());
                 Err(GatewayError::GroupNotFound)
             }
@@ -448,6 +469,7 @@ impl Actor for GroupsActor {
             waiting: HashMap::new(),
             list_waiting: None,
             open_intents,
+            missing: HashMap::new(),
             messages,
         })
     }
@@ -481,7 +503,10 @@ impl Actor for GroupsActor {
         match msg {
             GroupsMsg::ClientChanged(client) => state.client = client,
             GroupsMsg::Notification(note) => state.on_notification(&myself, &note).await,
-            GroupsMsg::Learn(jid) => state.fetch(&myself, jid, None),
+            GroupsMsg::Learn(jid) => {
+                state.missing.remove(jid.as_str());
+                state.fetch(&myself, jid, None)
+            }
             GroupsMsg::Inspect(reply) => {
                 let _ = reply.send(state.inspect());
             }
@@ -502,6 +527,9 @@ impl Actor for GroupsActor {
             } => match state.cache.get_shared(jid.as_str()) {
                 Some(group) if !refresh && state.fresh(group.fetched_at) => {
                     let _ = reply.send(Ok(group));
+                }
+                None if !refresh && state.known_missing(jid.as_str()) => {
+                    let _ = reply.send(Err(GatewayError::GroupNotFound));
                 }
                 _ => state.fetch(&myself, jid, Some(reply)),
             },
@@ -603,6 +631,10 @@ impl Actor for GroupsActor {
             ),
             GroupsMsg::SendText { jid, text, reply } => {
                 let cached = state.cache.get_shared(jid.as_str());
+                if cached.is_none() && state.known_missing(jid.as_str()) {
+                    let _ = reply.send(Err(GatewayError::GroupNotFound));
+                    return Ok(());
+                }
                 let own = state.own_user();
                 state.write(&myself, None, reply, move |client| async move {
                     let (group, change) = match cached {
