@@ -226,8 +226,9 @@ impl EventLog {
     }
 
     /// Appends `events` from `next_seq` on, skipping those whose idempotency key is already
-    /// in the log; all or nothing. Not flushed: the caller flushes before it acknowledges.
-    /// Returns the events appended, with their seqs.
+    /// in the log. Not flushed: the caller flushes before it acknowledges. Not atomic either
+    /// (see the module's note): after an error the events before the failing one are written,
+    /// and the writer reads its head back. Returns the events appended, with their seqs.
     pub fn append(
         &self,
         session: &str,

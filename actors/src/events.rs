@@ -26,7 +26,8 @@ const SWEEP_EVERY: Duration = Duration::from_secs(60);
 const RECORD_FLUSH_DELAY: Duration = Duration::from_millis(20);
 
 pub enum EventsMsg {
-    /// Appends a batch, all or nothing, durable before the answer (the newest seq).
+    /// Appends a batch, durable before the answer (the newest seq). On an error, what was
+    /// written stays, and a redelivery of the batch appends only the rest.
     Append(Vec<NewEvent>, RpcReplyPort<Result<u64>>),
     /// Appends without anyone waiting; failures are logged. Made durable (and visible to
     /// readers) by the next flush, at most `RECORD_FLUSH_DELAY` later, one flush for every
@@ -67,7 +68,13 @@ impl EventsState {
         if events.is_empty() {
             return Ok(());
         }
-        let stored = self.log.append(self.id.as_str(), self.head + 1, events)?;
+        let stored = match self.log.append(self.id.as_str(), self.head + 1, events) {
+            Ok(stored) => stored,
+            Err(e) => {
+                self.keep_what_was_written(events.len());
+                return Err(e);
+            }
+        };
         if let Some(last) = stored.last() {
             self.head = last.seq;
             self.appended += stored.len() as u64;
@@ -77,6 +84,20 @@ impl EventsState {
                 .inc_by(stored.len() as u64);
         }
         Ok(())
+    }
+
+    /// After a failed write, the events it did write stay in the log with their keys: the head
+    /// moves past them, so no later event takes their seqs, and a redelivery of the same
+    /// WhatsApp messages skips them as logged.
+    fn keep_what_was_written(&mut self, attempted: usize) {
+        let session = self.id.as_str();
+        match self.log.last_seq(session) {
+            Ok(head) => self.head = self.head.max(head),
+            Err(e) => tracing::error!(session, error = %e, "cannot read the log's head back"),
+        }
+        if let Err(e) = self.log.restore_keys(session, attempted) {
+            tracing::error!(session, error = %e, "cannot restore the keys of a failed write");
+        }
     }
 
     /// Makes everything written durable, then lets readers see it: a reader never sees an
