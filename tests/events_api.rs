@@ -296,6 +296,19 @@ async fn expired_events_answer_410_and_seq_never_restarts() {
         Some(next["seq"].to_string().as_str()),
         "{first_frame}"
     );
+    drop(body);
+
+    // The expired count is kept across a restart.
+    srv.restart().await;
+    let after_restart = srv
+        .api()
+        .get(&format!("/webhooks/{hook}"))
+        .await
+        .expect(200);
+    assert_eq!(
+        after_restart["deliveries"][0]["expired"], expired["expired"],
+        "{after_restart}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -51,6 +51,9 @@ pub struct WebhookStore {
     db: sled::Db,
     hooks: sled::Tree,
     cursors: sled::Tree,
+    /// Per (webhook, session), keyed as the cursors: how many events retention dropped before
+    /// they were delivered.
+    expired: sled::Tree,
 }
 
 fn cursor_key(webhook: &str, session: &str) -> Vec<u8> {
@@ -62,6 +65,7 @@ impl WebhookStore {
         Ok(Self {
             hooks: db.open_tree("webhooks")?,
             cursors: db.open_tree("webhook_cursors")?,
+            expired: db.open_tree("webhook_expired")?,
             db: db.clone(),
         })
     }
@@ -95,32 +99,56 @@ impl WebhookStore {
         let existed = self.hooks.remove(id.as_bytes())?.is_some();
         // Key by key: sled 0.34's batches take a global lock that can deadlock against
         // concurrent flushes.
-        for key in self.cursors.scan_prefix(format!("{id}/")).keys() {
-            self.cursors.remove(key?)?;
+        for tree in [&self.cursors, &self.expired] {
+            for key in tree.scan_prefix(format!("{id}/")).keys() {
+                tree.remove(key?)?;
+            }
         }
         crate::store::flush_db(&self.db).await?;
         Ok(existed)
     }
 
-    /// Forgets every cursor of the sessions `gone` names; durable on return. A session created
+    /// Forgets every cursor (and expired count) of the sessions `gone` names, returning how
+    /// many entries went; durable on return. A session created
     /// later under a deleted one's id then starts from its own first event, as a new one does.
     pub async fn forget_sessions(&self, gone: impl Fn(&str) -> bool) -> Result<usize> {
         let mut forgotten = 0;
-        for key in self.cursors.iter().keys() {
-            let key = key?;
-            let session = key
-                .iter()
-                .position(|b| *b == b'/')
-                .and_then(|slash| std::str::from_utf8(&key[slash + 1..]).ok());
-            if session.is_some_and(&gone) {
-                self.cursors.remove(&key)?;
-                forgotten += 1;
+        for tree in [&self.cursors, &self.expired] {
+            for key in tree.iter().keys() {
+                let key = key?;
+                let session = key
+                    .iter()
+                    .position(|b| *b == b'/')
+                    .and_then(|slash| std::str::from_utf8(&key[slash + 1..]).ok());
+                if session.is_some_and(&gone) {
+                    tree.remove(&key)?;
+                    forgotten += 1;
+                }
             }
         }
         if forgotten > 0 {
             crate::store::flush_db(&self.db).await?;
         }
         Ok(forgotten)
+    }
+
+    /// How many events retention dropped before this (webhook, session) delivered them.
+    pub fn expired(&self, webhook: &str, session: &str) -> Result<u64> {
+        Ok(self
+            .expired
+            .get(cursor_key(webhook, session))?
+            .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+            .map(u64::from_be_bytes)
+            .unwrap_or(0))
+    }
+
+    /// Counts `more` expired events; made durable with the cursor that skips them. Returns
+    /// the new count.
+    pub fn add_expired(&self, webhook: &str, session: &str, more: u64) -> Result<u64> {
+        let total = self.expired(webhook, session)?.saturating_add(more);
+        self.expired
+            .insert(cursor_key(webhook, session), &total.to_be_bytes())?;
+        Ok(total)
     }
 
     pub fn cursor(&self, webhook: &str, session: &str) -> Result<Option<u64>> {
@@ -218,5 +246,23 @@ mod tests {
         assert_eq!(store.cursor("w1", "ab").unwrap(), Some(6));
         assert_eq!(store.cursor("w2", "b").unwrap(), Some(8));
         assert_eq!(store.forget_sessions(|s| s == "a").await.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn expired_counts_add_up_and_go_with_their_webhook_or_session() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let store = WebhookStore::open(&db).unwrap();
+        assert_eq!(store.expired("w1", "a").unwrap(), 0);
+        assert_eq!(store.add_expired("w1", "a", 3).unwrap(), 3);
+        assert_eq!(store.add_expired("w1", "a", 2).unwrap(), 5);
+        store.add_expired("w1", "b", 1).unwrap();
+        store.add_expired("w2", "a", 7).unwrap();
+        assert_eq!(store.expired("w1", "a").unwrap(), 5);
+        store.forget_sessions(|s| s == "b").await.unwrap();
+        assert_eq!(store.expired("w1", "b").unwrap(), 0);
+        store.remove("w1").await.unwrap();
+        assert_eq!(store.expired("w1", "a").unwrap(), 0);
+        assert_eq!(store.expired("w2", "a").unwrap(), 7);
     }
 }

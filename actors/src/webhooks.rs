@@ -183,8 +183,10 @@ impl WebhooksState {
             .ok()
             .flatten()
             .unwrap_or(0);
+        let expired = self.store.expired(&hook.id, &session).unwrap_or(0);
         let state = Arc::new(Mutex::new(LaneState {
             delivered_seq,
+            expired,
             ..LaneState::default()
         }));
         let worker = Worker {
@@ -693,7 +695,16 @@ impl Worker {
                 Ok(Err(expired)) => {
                     let skipped = expired.oldest.saturating_sub(1).saturating_sub(cursor);
                     tracing::warn!(webhook = %self.hook.id, session = %self.session, skipped, "undelivered events expired");
-                    lock(&self.state).expired += skipped;
+                    match self
+                        .store
+                        .add_expired(&self.hook.id, &self.session, skipped)
+                    {
+                        Ok(total) => lock(&self.state).expired = total,
+                        Err(e) => {
+                            tracing::error!(webhook = %self.hook.id, error = %e, "cannot count expired events");
+                            lock(&self.state).expired += skipped;
+                        }
+                    }
                     cursor = expired.oldest.saturating_sub(1);
                     self.advance(cursor);
                     continue;
