@@ -808,6 +808,39 @@ async fn bad_input_and_whatsapp_errors_map_to_the_contract() {
     api.get(&format!("/sessions/a/groups/{gid}"))
         .await
         .expect(200);
+
+    // Settings are one call per setting: when a later one fails, the earlier one stays
+    // applied at WhatsApp, and the cache reads the group again to learn it.
+    sim.post_ok(
+        "/faults",
+        json!({"kind": "iq_error", "xmlns": "w:g2", "code": 500, "skip": 1, "count": 1}),
+    )
+    .await;
+    let r = api
+        .request(
+            reqwest::Method::PUT,
+            &format!("/sessions/a/groups/{gid}/settings"),
+        )
+        .json(&json!({"announce": true, "locked": true}));
+    api.send(r).await.expect_error(502, "whatsapp_error");
+    let at_wa = sim.group(&gid).await;
+    assert_eq!(
+        (&at_wa["announce"], &at_wa["locked"]),
+        (&json!(true), &json!(false)),
+        "{at_wa}"
+    );
+    let cached = wait_for(Duration::from_secs(10), || async {
+        let snapshot = server
+            .admin()
+            .get("/admin/sessions/a/snapshot")
+            .await
+            .expect(200);
+        let group = snapshot["groups"][gid.as_str()]["data"].clone();
+        (group["announce"] == true).then_some(group)
+    })
+    .await
+    .expect("the cache learns the setting that was applied");
+    assert_eq!(cached["locked"], false, "{cached}");
 }
 
 /// The group's name and description as WhatsApp holds them; wagate's cached read and a

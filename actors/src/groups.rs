@@ -272,6 +272,24 @@ impl GroupsState {
         F: FnOnce(WaClient) -> Fut,
         Fut: Future<Output = Result<(Change, T)>> + Send + 'static,
     {
+        self.write_steps(myself, group, reply, false, work);
+    }
+
+    /// [`Self::write`] for work of several WhatsApp calls (`steps`): after a failure, the
+    /// steps before it may have been applied, so the group is read again, as after a lost
+    /// answer (except when WhatsApp asked to slow down).
+    fn write_steps<T, F, Fut>(
+        &self,
+        myself: &ActorRef<GroupsMsg>,
+        group: Option<GroupJid>,
+        reply: RpcReplyPort<Result<T>>,
+        steps: bool,
+        work: F,
+    ) where
+        T: Send + 'static,
+        F: FnOnce(WaClient) -> Fut,
+        Fut: Future<Output = Result<(Change, T)>> + Send + 'static,
+    {
         let client = match self.client() {
             Ok(c) => c,
             Err(e) => {
@@ -310,7 +328,9 @@ impl GroupsState {
                 }
                 Err(e) => {
                     if let Some((jid, intent)) = intent {
-                        if outcome_unknown(&e) {
+                        let partly_applied =
+                            steps && !matches!(e, GatewayError::RateLimited { .. });
+                        if outcome_unknown(&e) || partly_applied {
                             let _ = myself.cast(GroupsMsg::Revalidate { jid, intent });
                         } else if let Err(err) = store.end_intent(&id, jid.as_str(), intent) {
                             tracing::warn!(session = %id, error = %err, "could not close a write intent");
@@ -606,10 +626,11 @@ impl Actor for GroupsActor {
                     ))
                 },
             ),
-            GroupsMsg::Settings { jid, change, reply } => state.write(
+            GroupsMsg::Settings { jid, change, reply } => state.write_steps(
                 &myself,
                 Some(jid.clone()),
                 reply,
+                true,
                 move |client| async move {
                     if let Some(on) = change.announce {
                         client.set_announce(&jid, on).await?;

@@ -549,6 +549,7 @@ enum Fault {
         code: u16,
         text: Option<String>,
         count: Option<u32>,
+        skip: Option<u32>,
     },
     StreamError {
         phone_number: String,
@@ -603,11 +604,13 @@ fn add_fault(sim: &Arc<Sim>, body: &[u8]) -> Result<Reply, Reply> {
             code,
             text,
             count,
+            skip,
         } => {
             world.faults.iq_errors.push(IqErrorFault {
                 xmlns,
                 code,
                 text: text.unwrap_or_else(|| default_error_text(code).to_string()),
+                skip: skip.unwrap_or(0),
                 remaining: count.unwrap_or(1),
             });
             Ok(ok(json!({ "success": true })))

@@ -206,6 +206,8 @@ pub struct IqErrorFault {
     pub xmlns: String,
     pub code: u16,
     pub text: String,
+    /// IQs of `xmlns` answered normally before the fault strikes.
+    pub skip: u32,
     pub remaining: u32,
 }
 
@@ -559,6 +561,10 @@ impl World {
             .iter()
             .position(|f| f.xmlns == xmlns && f.remaining > 0)?;
         let fault = &mut self.faults.iq_errors[idx];
+        if fault.skip > 0 {
+            fault.skip -= 1;
+            return None;
+        }
         fault.remaining -= 1;
         let out = (fault.code, fault.text.clone());
         if fault.remaining == 0 {
