@@ -19,8 +19,17 @@ fn user(phone: &str) -> String {
 }
 
 async fn setup() -> (Sim, TestServer) {
+    setup_with(&[]).await
+}
+
+/// [`setup`] with these environment settings for the server.
+async fn setup_with(env: &[(&str, &str)]) -> (Sim, TestServer) {
     let sim = Sim::start().await;
-    let server = TestServer::builder().whatsapp_url(sim.url()).start().await;
+    let mut builder = TestServer::builder().whatsapp_url(sim.url());
+    for (key, value) in env {
+        builder = builder.env(key, *value);
+    }
+    let server = builder.start().await;
     sim.pair_by_qr(&server, "a", ME, "a").await;
     (sim, server)
 }
@@ -739,7 +748,8 @@ async fn webhooks_are_signed_ordered_retried_and_replayable() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_slow_webhook_holds_up_no_other_webhook() {
-    let (sim, server) = setup().await;
+    // One delivery in flight at a time: per webhook, so the slow one's takes none of the other's.
+    let (sim, server) = setup_with(&[("WAGATE_WEBHOOKS_MAX_IN_FLIGHT", "1")]).await;
     sim.user("6285500000002").await;
     let slow = Receiver::start().await;
     slow.answer_by_default(Answer::Slow(Duration::from_secs(8)));

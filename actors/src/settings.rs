@@ -22,7 +22,7 @@ pub struct Settings {
 pub struct WebhookSettings {
     /// Upper bound for one delivery attempt.
     pub timeout: Duration,
-    /// Deliveries in flight at once, over all webhooks and sessions.
+    /// Deliveries in flight at once per webhook, over its sessions.
     pub max_in_flight: usize,
     pub backoff_min: Duration,
     pub backoff_max: Duration,

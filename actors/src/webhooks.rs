@@ -133,7 +133,9 @@ pub struct WebhooksState {
     /// Workers `reconcile` stopped whose tasks may still be finishing a delivery, by session.
     stopping: Vec<(String, tokio::task::JoinHandle<()>)>,
     client: reqwest::Client,
-    permits: Arc<Semaphore>,
+    /// Each webhook's own bound on deliveries in flight, so that one slow endpoint holds up
+    /// no other webhook.
+    permits: HashMap<String, Arc<Semaphore>>,
     messages: Arc<AtomicU64>,
 }
 
@@ -195,7 +197,7 @@ impl WebhooksState {
             log: self.services.events.clone(),
             store: self.store.clone(),
             client: self.client.clone(),
-            permits: self.permits.clone(),
+            permits: self.permits_of(&hook.id),
             settings: self.services.settings.webhooks.clone(),
             services: self.services.clone(),
             state: state.clone(),
@@ -210,6 +212,23 @@ impl WebhooksState {
         let lane = self.lanes.remove(key)?;
         let _ = lane.stop.send(true);
         Some(lane.task)
+    }
+
+    fn permits_of(&mut self, hook: &str) -> Arc<Semaphore> {
+        let max = self.services.settings.webhooks.max_in_flight.max(1);
+        self.permits
+            .entry(hook.to_owned())
+            .or_insert_with(|| Arc::new(Semaphore::new(max)))
+            .clone()
+    }
+
+    /// Deliveries in flight now, over every webhook.
+    fn in_flight(&self) -> usize {
+        let max = self.services.settings.webhooks.max_in_flight.max(1);
+        self.permits
+            .values()
+            .map(|permits| max.saturating_sub(permits.available_permits()))
+            .sum()
     }
 
     fn stop_lanes_of(&mut self, hook: &str) -> Vec<tokio::task::JoinHandle<()>> {
@@ -390,6 +409,7 @@ impl WebhooksState {
         }
         self.store.remove(id).await?;
         self.hooks.remove(id);
+        self.permits.remove(id);
         tracing::info!(webhook = %id, "webhook deleted");
         Ok(())
     }
@@ -527,7 +547,6 @@ impl Actor for WebhooksActor {
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("wagate/", env!("CARGO_PKG_VERSION")))
             .build()?;
-        let permits = Arc::new(Semaphore::new(settings.max_in_flight.max(1)));
         // A crash between a session's deletion and its `ForgetSession` leaves its cursors.
         let sessions = services.store.session_ids()?;
         let forgotten = store
@@ -544,7 +563,7 @@ impl Actor for WebhooksActor {
             lanes: HashMap::new(),
             stopping: Vec::new(),
             client,
-            permits,
+            permits: HashMap::new(),
             messages,
         })
     }
@@ -628,8 +647,7 @@ impl Actor for WebhooksActor {
                 let _ = reply.send(serde_json::json!({
                     "webhooks": state.hooks.len(),
                     "workers": state.lanes.len(),
-                    "in_flight": state.services.settings.webhooks.max_in_flight
-                        - state.permits.available_permits(),
+                    "in_flight": state.in_flight(),
                 }));
             }
             #[cfg(feature = "test-server")]
