@@ -137,9 +137,24 @@ pub fn status(
     }
 }
 
-/// The events a group notification makes. `own` lists this account's JIDs (phone and LID);
-/// `name_of` gives a group's name when it is known.
+/// The events a group notification makes, each keyed by the notification's source so that a
+/// redelivered notification makes no second event. `own` lists this account's JIDs (phone and
+/// LID); `name_of` gives a group's name when it is known.
 pub fn group(
+    note: &GroupNotification,
+    own: &[String],
+    name_of: impl Fn(&str) -> Option<String>,
+) -> Vec<NewEvent> {
+    let mut out = group_unkeyed(note, own, name_of);
+    if let Some(source) = &note.source {
+        for (n, event) in out.iter_mut().enumerate() {
+            event.idempotency_key = Some(format!("gp\u{1f}{}\u{1f}{source}\u{1f}{n}", note.group));
+        }
+    }
+    out
+}
+
+fn group_unkeyed(
     note: &GroupNotification,
     own: &[String],
     name_of: impl Fn(&str) -> Option<String>,
@@ -246,10 +261,43 @@ mod tests {
     fn note(author: Option<&str>, change: GroupChange) -> GroupNotification {
         GroupNotification {
             group: G.into(),
+            source: None,
             author: author.map(str::to_owned),
             timestamp: 50,
             change,
         }
+    }
+
+    #[test]
+    fn a_redelivered_group_notification_makes_the_same_keys() {
+        let sourced = |source: &str| GroupNotification {
+            source: Some(source.into()),
+            ..note(Some(B), GroupChange::Added(vec![C.into(), ME.into()]))
+        };
+        let keys = |n: &GroupNotification| -> Vec<Option<String>> {
+            group(n, &[ME.into()], |_| None)
+                .into_iter()
+                .map(|e| e.idempotency_key)
+                .collect()
+        };
+        let first = keys(&sourced("N1/0"));
+        assert_eq!(
+            first.len(),
+            2,
+            "participants added, and this account joined"
+        );
+        assert!(first.iter().all(Option::is_some));
+        assert_ne!(
+            first[0], first[1],
+            "each event of a notification has its own key"
+        );
+        assert_eq!(keys(&sourced("N1/0")), first, "redelivered: the same keys");
+        assert_ne!(keys(&sourced("N1/1")), first, "another action of it");
+        assert!(
+            keys(&note(Some(B), GroupChange::Promoted(vec![C.into()])))
+                .iter()
+                .all(Option::is_none)
+        );
     }
 
     fn events(n: &GroupNotification) -> Vec<(String, Value)> {

@@ -615,6 +615,7 @@ mod tests {
     fn note(change: GroupChange) -> GroupNotification {
         GroupNotification {
             group: G.into(),
+            source: None,
             author: Some(ME.into()),
             timestamp: 1,
             change,

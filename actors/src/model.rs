@@ -349,6 +349,9 @@ impl fmt::Display for GroupJid {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupNotification {
     pub group: String,
+    /// The notification stanza's id and the action's place in it, when WhatsApp gave an id:
+    /// the same action delivered again (its ack was lost) has the same source.
+    pub source: Option<String>,
     /// The participant who made the change, when WhatsApp names one.
     pub author: Option<String>,
     /// Unix seconds.

@@ -267,6 +267,10 @@ fn group_notification(update: &GroupUpdate) -> GroupNotification {
     };
     GroupNotification {
         group: update.group_jid.to_non_ad_string(),
+        source: update
+            .notification_id
+            .as_ref()
+            .map(|id| format!("{id}/{}", update.action_index)),
         author: update
             .participant_pn
             .as_ref()

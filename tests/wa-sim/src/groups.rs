@@ -330,13 +330,15 @@ fn notify_to(world: &mut World, gid: &str, actor: (&str, u16), action: Node, pho
 }
 
 /// A fresh notification id for `gid`; `None` for an unknown group.
+/// A numeric id, unique within the group as WhatsApp's are (a client keys redeliveries by it):
+/// the group's notification count, then four digits of the clock.
 fn next_notification_id(world: &mut World, gid: &str) -> Option<String> {
     let group = world.groups.get_mut(gid)?;
     group.notification_seq += 1;
     Some(format!(
-        "{}{}",
-        group.id.len(),
-        group.notification_seq * 7 + now_secs() % 1000
+        "{}{:04}",
+        group.notification_seq,
+        now_secs() % 10_000
     ))
 }
 
