@@ -569,3 +569,48 @@ async fn a_conflict_is_retried_a_few_times_then_fails() {
     .await;
     assert!(named, "{}", server.actor("session:clash").await.expect(200));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn logout_of_an_offline_session_connects_to_unlink_the_device() {
+    let sim = Sim::start().await;
+    let server = TestServer::builder()
+        .whatsapp_url(sim.url())
+        .env("WAGATE_WHATSAPP_REQUEST_TIMEOUT", "2s")
+        .env("WAGATE_SUPERVISION_CALL_TIMEOUT", "6s")
+        .start()
+        .await;
+    sim.pair_by_qr(&server, "off", "6281230000061", "Off").await;
+    let api = server.api();
+    api.post("/sessions/off/disconnect").await.expect(200);
+    wait_status(&server, "off", "disconnected", Duration::from_secs(10)).await;
+    let devices = || async {
+        sim.get_ok("/accounts/6281230000061").await["devices"]
+            .as_array()
+            .map(Vec::len)
+    };
+    assert_eq!(devices().await, Some(1));
+
+    // WhatsApp does not answer: the logout changes nothing, and says so.
+    sim.post_ok("/faults", json!({"kind": "stall", "duration_ms": 8000}))
+        .await;
+    api.post("/sessions/off/logout")
+        .await
+        .expect_error(504, "whatsapp_timeout");
+    sim.call(reqwest::Method::DELETE, "/faults", None).await;
+    wait_status(&server, "off", "disconnected", Duration::from_secs(10)).await;
+    assert!(
+        server.data_dir().join("sessions/off").exists(),
+        "credentials kept"
+    );
+    assert_eq!(devices().await, Some(1));
+
+    // WhatsApp answers: the logout connects, unlinks the device, and erases the credentials.
+    api.post("/sessions/off/logout").await.expect(200);
+    assert_eq!(status_of(&server, "off").await, "logged_out");
+    assert_eq!(
+        devices().await,
+        Some(0),
+        "the device is unlinked at WhatsApp"
+    );
+    assert!(!server.data_dir().join("sessions/off").exists());
+}

@@ -81,7 +81,9 @@ pub enum SessionMsg {
     /// A pair-code request finished.
     PairCodeReady(Result<String>),
     /// A spawned logout finished: record it, then answer.
-    LogoutDone(RpcReplyPort<Result<()>>),
+    LogoutDone(Vec<RpcReplyPort<Result<()>>>),
+    /// A logout that connected to unlink the device gives up waiting for the login.
+    LogoutUnreached,
     /// A spawned delete finished: stop for good.
     Deleted,
     /// Test builds only: panic while handling a message.
@@ -146,6 +148,9 @@ pub struct SessionState {
     deleting: bool,
     /// The client reported a logout: erase credentials once it is gone.
     erase_on_exit: bool,
+    /// Logouts of a session that was not logged in, waiting for the connection they started
+    /// to log in, so that the device can be unlinked at WhatsApp.
+    logout_waiting: Vec<RpcReplyPort<Result<()>>>,
     messages: Arc<AtomicU64>,
 }
 
@@ -418,7 +423,14 @@ impl SessionState {
                 }
                 self.tell_children_client(Some(client));
             }
-            ReportKind::Event(event) => self.on_event(event).await,
+            ReportKind::Event(event) => {
+                let logged_in = matches!(event, WaEvent::Connected(_));
+                self.on_event(event).await;
+                if logged_in && !self.logout_waiting.is_empty() {
+                    let waiting = std::mem::take(&mut self.logout_waiting);
+                    self.log_out(myself, waiting);
+                }
+            }
             ReportKind::Exited(exit) => self.on_exit(myself, exit).await,
         }
     }
@@ -559,6 +571,23 @@ impl SessionState {
             self.record.status = status::after_exit(self.record.status, self.record.wanted_online);
         }
         self.persist_or_log().await;
+        if self.record.status == SessionStatus::LoggedOut {
+            // The phone had unlinked the device already: what a waiting logout wanted.
+            for reply in std::mem::take(&mut self.logout_waiting) {
+                let _ = reply.send(Ok(()));
+            }
+        }
+    }
+
+    /// Unlinks the device through the logged-in client and stops it; `LogoutDone` erases the
+    /// credentials and answers.
+    fn log_out(&mut self, myself: &ActorRef<SessionMsg>, replies: Vec<RpcReplyPort<Result<()>>>) {
+        let myself = myself.clone();
+        self.release_client(true, move |_, _| {
+            Box::pin(async move {
+                let _ = myself.cast(SessionMsg::LogoutDone(replies));
+            })
+        });
     }
 
     fn mark_logged_out(&mut self) {
@@ -790,6 +819,7 @@ impl Actor for SessionActor {
             failed,
             deleting: false,
             erase_on_exit: false,
+            logout_waiting: Vec::new(),
             messages,
         };
         if dirty {
@@ -949,19 +979,44 @@ async fn handle_message(myself: &ActorRef<SessionMsg>, msg: SessionMsg, state: &
                 let _ = reply.send(Err(GatewayError::NotLoggedIn));
                 return;
             }
-            let myself = myself.clone();
-            state.release_client(true, move |_, _| {
-                Box::pin(async move {
-                    let _ = myself.cast(SessionMsg::LogoutDone(reply));
-                })
-            });
+            if state.status() == SessionStatus::LoggedIn {
+                state.log_out(myself, vec![reply]);
+                return;
+            }
+            // Unlinking needs a logged-in client: connect for it, and wait a while.
+            state.logout_waiting.push(reply);
+            if state.logout_waiting.len() == 1 {
+                if state.failed {
+                    state.revive(myself).await;
+                }
+                state.start_connection(myself);
+                let wait = state.services.settings.whatsapp.request_timeout;
+                myself.send_after(wait, || SessionMsg::LogoutUnreached);
+            }
         }
-        SessionMsg::LogoutDone(reply) => {
+        SessionMsg::LogoutUnreached => {
+            if state.logout_waiting.is_empty() {
+                return;
+            }
+            // Nothing changed: the device stays linked and its credentials stay, so the
+            // logout can be asked again (or the session deleted).
+            if !state.record.wanted_online {
+                state.stop_connection();
+            }
+            let wait = state.services.settings.whatsapp.request_timeout;
+            for reply in std::mem::take(&mut state.logout_waiting) {
+                let _ = reply.send(Err(GatewayError::WhatsAppTimeout(wait)));
+            }
+        }
+        SessionMsg::LogoutDone(replies) => {
             let sessions_dir = state.services.settings.sessions_dir();
             let erased = crate::whatsapp::erase_credentials(&sessions_dir, state.id.as_str()).await;
             state.mark_logged_out();
             let persisted = state.persist().await;
-            let _ = reply.send(erased.and(persisted));
+            let result = erased.and(persisted);
+            for reply in replies {
+                let _ = reply.send(result.clone());
+            }
         }
         SessionMsg::Qr(reply) => {
             let _ = reply.send(state.qr_view());
@@ -1081,7 +1136,13 @@ fn reject_deleted(msg: SessionMsg, id: &SessionId) {
         SessionMsg::Status(r) => drop(r.send(Err(gone()))),
         SessionMsg::Connect(r) => drop(r.send(Err(gone()))),
         SessionMsg::Disconnect(r) => drop(r.send(Err(gone()))),
-        SessionMsg::Logout(r) | SessionMsg::LogoutDone(r) => drop(r.send(Err(gone()))),
+        SessionMsg::Logout(r) => drop(r.send(Err(gone()))),
+        SessionMsg::LogoutDone(replies) => {
+            for r in replies {
+                let _ = r.send(Err(gone()));
+            }
+        }
+        SessionMsg::LogoutUnreached => {}
         SessionMsg::Qr(r) => drop(r.send(Err(gone()))),
         SessionMsg::Pair(_, r) => drop(r.send(Err(gone()))),
         SessionMsg::PairCodeReady(_) => {}

@@ -165,6 +165,7 @@ pub async fn disconnect(ctx: &Ctx, req: Request) -> Result<Response, ApiError> {
     path = "/api/v1/sessions/{id}/logout",
     tag = "sessions",
     summary = "Unlink the device and erase its credentials; the record stays (`logged_out`)",
+    description = "A session that is not logged in connects first, since only a logged-in client can unlink its device; when WhatsApp does not let it log in within `whatsapp.request_timeout`, nothing changes and the answer is 504.",
     params(
         ("id" = String, Path, description = "The session id: 1-64 of A-Z a-z 0-9 _ -"),
     ),
@@ -175,7 +176,7 @@ pub async fn disconnect(ctx: &Ctx, req: Request) -> Result<Response, ApiError> {
         (status = 409, description = "`not_logged_in`", body = ErrorBody),
         (status = 502, description = "`whatsapp_error`", body = ErrorBody),
         (status = 503, description = "`unavailable`", body = ErrorBody),
-        (status = 504, description = "`whatsapp_timeout`", body = ErrorBody),
+        (status = 504, description = "`whatsapp_timeout`: WhatsApp did not answer; the device stays linked, its credentials stay", body = ErrorBody),
     ),
 )]
 pub async fn logout(ctx: &Ctx, req: Request) -> Result<Response, ApiError> {
