@@ -17,6 +17,16 @@ async fn gateway(sim: &Sim) -> TestServer {
     TestServer::builder().whatsapp_url(sim.url()).start().await
 }
 
+/// A gateway that waits 2 s for WhatsApp, for tests of a WhatsApp that does not answer.
+async fn gateway_quick_to_give_up(sim: &Sim) -> TestServer {
+    TestServer::builder()
+        .whatsapp_url(sim.url())
+        .env("WAGATE_WHATSAPP_REQUEST_TIMEOUT", "2s")
+        .env("WAGATE_SUPERVISION_CALL_TIMEOUT", "6s")
+        .start()
+        .await
+}
+
 async fn status_of(server: &TestServer, id: &str) -> String {
     server.api().get(&format!("/sessions/{id}")).await.json()["status"]
         .as_str()
@@ -386,12 +396,7 @@ async fn a_replaced_session_fails_instead_of_taking_the_account_back() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_stalled_server_answers_504_in_time_and_the_actor_stays_responsive() {
     let sim = Sim::start().await;
-    let server = TestServer::builder()
-        .whatsapp_url(sim.url())
-        .env("WAGATE_WHATSAPP_REQUEST_TIMEOUT", "2s")
-        .env("WAGATE_SUPERVISION_CALL_TIMEOUT", "6s")
-        .start()
-        .await;
+    let server = gateway_quick_to_give_up(&sim).await;
     sim.pair_by_qr(&server, "stall", "6281230000051", "Stall")
         .await;
     let (status, reply) = sim
@@ -573,12 +578,7 @@ async fn a_conflict_is_retried_a_few_times_then_fails() {
 #[tokio::test(flavor = "multi_thread")]
 async fn logout_of_an_offline_session_connects_to_unlink_the_device() {
     let sim = Sim::start().await;
-    let server = TestServer::builder()
-        .whatsapp_url(sim.url())
-        .env("WAGATE_WHATSAPP_REQUEST_TIMEOUT", "2s")
-        .env("WAGATE_SUPERVISION_CALL_TIMEOUT", "6s")
-        .start()
-        .await;
+    let server = gateway_quick_to_give_up(&sim).await;
     sim.pair_by_qr(&server, "off", "6281230000061", "Off").await;
     let api = server.api();
     api.post("/sessions/off/disconnect").await.expect(200);
