@@ -212,6 +212,15 @@ impl EventLog {
             .unwrap_or(0))
     }
 
+    /// Where a reader that named `after` starts; one that named none starts at the oldest event
+    /// still held.
+    pub fn read_from(&self, session: &str, after: Option<u64>) -> Result<u64> {
+        match after {
+            Some(after) => Ok(after),
+            None => self.floor(session),
+        }
+    }
+
     /// The seq of the newest event ever appended (0 for an empty log).
     pub fn last_seq(&self, session: &str) -> Result<u64> {
         let last = self

@@ -709,10 +709,7 @@ impl Gateway {
             return Err(GatewayError::SessionNotFound(id.to_string()));
         }
         let log = &self.services.events;
-        let after = match after {
-            Some(after) => after,
-            None => log.floor(id.as_str())?,
-        };
+        let after = log.read_from(id.as_str(), after)?;
         match log.read(id.as_str(), after, limit, types, MAX_SCAN)? {
             Ok(page) => Ok(EventPage {
                 next_after: next_after(&page, after),
@@ -737,10 +734,7 @@ impl Gateway {
             return Err(GatewayError::SessionNotFound(id.to_string()));
         }
         let log = self.services.events.clone();
-        let after = match after {
-            Some(after) => after,
-            None => log.floor(id.as_str())?,
-        };
+        let after = log.read_from(id.as_str(), after)?;
         if let Err(expired) = log.read(id.as_str(), after, 1, None, 1)? {
             return Err(GatewayError::EventsExpired {
                 oldest: expired.oldest,
