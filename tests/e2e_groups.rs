@@ -841,6 +841,21 @@ async fn bad_input_and_whatsapp_errors_map_to_the_contract() {
     .await
     .expect("the cache learns the setting that was applied");
     assert_eq!(cached["locked"], false, "{cached}");
+
+    // A change WhatsApp finds unacceptable is the client's mistake: 400, never 5xx.
+    sim.post_ok(
+        "/faults",
+        json!({"kind": "iq_error", "xmlns": "w:g2", "code": 406, "text": "not-acceptable", "count": 1}),
+    )
+    .await;
+    let r = api
+        .request(
+            reqwest::Method::PUT,
+            &format!("/sessions/a/groups/{gid}/subject"),
+        )
+        .json(&json!({"subject": "Accepted here"}));
+    let message = api.send(r).await.expect_error(400, "validation");
+    assert!(message.contains("406"), "{message}");
 }
 
 /// The group's name and description as WhatsApp holds them; wagate's cached read and a

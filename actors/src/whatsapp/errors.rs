@@ -91,6 +91,12 @@ pub fn meaning(operation: Operation, failure: WaFailure, timeout: Duration) -> G
             GatewayError::NotGroupAdmin(format!("{code} {text}"))
         }
         (Op::GroupChange | Op::InviteLink, 404) => GatewayError::GroupNotFound,
+        // WhatsApp refused what was asked as malformed or unacceptable (a value out of its
+        // limits): the client's mistake, not a failure of WhatsApp's.
+        (Op::GroupChange, 400 | 406) => GatewayError::validation(
+            "body",
+            format!("WhatsApp did not accept the change ({code} {text})"),
+        ),
         (Op::InviteCode, 400 | 404 | 406 | 410) => {
             GatewayError::NotFound("the invite code is unknown, expired or revoked".into())
         }
@@ -114,6 +120,31 @@ mod tests {
             text: "x".into(),
             backoff: None,
         }
+    }
+
+    #[test]
+    fn a_change_whatsapp_finds_unacceptable_is_the_clients_mistake() {
+        for code in [400, 406] {
+            let e = meaning(Operation::GroupChange, server(code), T);
+            assert!(
+                matches!(&e, GatewayError::Validation { message, .. } if message.contains(&code.to_string())),
+                "{e:?}"
+            );
+        }
+        assert!(matches!(
+            meaning(Operation::GroupQuery, server(406), T),
+            GatewayError::WhatsApp {
+                code: Some(406),
+                ..
+            }
+        ));
+        assert!(matches!(
+            meaning(Operation::GroupChange, server(500), T),
+            GatewayError::WhatsApp {
+                code: Some(500),
+                ..
+            }
+        ));
     }
 
     #[test]
