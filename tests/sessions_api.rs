@@ -348,6 +348,28 @@ async fn device_before_pairing_returns_409_not_logged_in() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_reply_from_a_session_not_logged_in_is_409_not_logged_in() {
+    let srv = TestServer::start_in_process().await;
+    srv.create_session("rp", "Reply").await;
+    for body in [
+        serde_json::json!({"to": "628123456789", "text": "hi"}),
+        serde_json::json!({"to": "628123456789", "text": "re", "quoted_id": "3EB0AA"}),
+    ] {
+        srv.api()
+            .post_json("/sessions/rp/messages/text", &body)
+            .await
+            .expect_error(409, "not_logged_in");
+    }
+    srv.api()
+        .post_json(
+            "/sessions/nope/messages/text",
+            &serde_json::json!({"to": "628123456789", "text": "re", "quoted_id": "3EB0AA"}),
+        )
+        .await
+        .expect_error(404, "session_not_found");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn logout_on_never_paired_session_returns_409_not_logged_in() {
     let srv = TestServer::start_in_process().await;
     srv.create_session("lo", "Lo").await;

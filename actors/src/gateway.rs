@@ -643,10 +643,9 @@ impl Gateway {
     }
 
     /// The message `quoted_id` names, as a reply to it shows it, from the session's event log.
+    /// A session that cannot send says so first.
     async fn quote(&self, id: &SessionId, to: &ChatJid, quoted_id: String) -> Result<Quote> {
-        if !self.is_stored(id)? {
-            return Err(GatewayError::SessionNotFound(id.to_string()));
-        }
+        logged_in(&*self.link(id).await?)?;
         let log = self.services.events.clone();
         let (session, chat) = (id.to_string(), to.as_str().to_owned());
         let lookup = quoted_id.clone();
