@@ -82,8 +82,9 @@ pub enum SessionMsg {
     PairCodeReady(Result<String>),
     /// A spawned logout finished: record it, then answer.
     LogoutDone(Vec<RpcReplyPort<Result<()>>>),
-    /// A logout that connected to unlink the device gives up waiting for the login.
-    LogoutUnreached,
+    /// A logout that connected to unlink the device gives up waiting for the login (the
+    /// number tells this wait from a later one).
+    LogoutUnreached(u64),
     /// A spawned delete finished: stop for good.
     Deleted,
     /// Test builds only: panic while handling a message.
@@ -151,6 +152,8 @@ pub struct SessionState {
     /// Logouts of a session that was not logged in, waiting for the connection they started
     /// to log in, so that the device can be unlinked at WhatsApp.
     logout_waiting: Vec<RpcReplyPort<Result<()>>>,
+    /// Counts those waits, so that the timer of one that ended cannot end a later one.
+    logout_waits: u64,
     messages: Arc<AtomicU64>,
 }
 
@@ -820,6 +823,7 @@ impl Actor for SessionActor {
             deleting: false,
             erase_on_exit: false,
             logout_waiting: Vec::new(),
+            logout_waits: 0,
             messages,
         };
         if dirty {
@@ -990,12 +994,14 @@ async fn handle_message(myself: &ActorRef<SessionMsg>, msg: SessionMsg, state: &
                     state.revive(myself).await;
                 }
                 state.start_connection(myself);
+                state.logout_waits += 1;
+                let this_wait = state.logout_waits;
                 let wait = state.services.settings.whatsapp.request_timeout;
-                myself.send_after(wait, || SessionMsg::LogoutUnreached);
+                myself.send_after(wait, move || SessionMsg::LogoutUnreached(this_wait));
             }
         }
-        SessionMsg::LogoutUnreached => {
-            if state.logout_waiting.is_empty() {
+        SessionMsg::LogoutUnreached(this_wait) => {
+            if this_wait != state.logout_waits || state.logout_waiting.is_empty() {
                 return;
             }
             // Nothing changed: the device stays linked and its credentials stay, so the
@@ -1142,7 +1148,7 @@ fn reject_deleted(msg: SessionMsg, id: &SessionId) {
                 let _ = r.send(Err(gone()));
             }
         }
-        SessionMsg::LogoutUnreached => {}
+        SessionMsg::LogoutUnreached(_) => {}
         SessionMsg::Qr(r) => drop(r.send(Err(gone()))),
         SessionMsg::Pair(_, r) => drop(r.send(Err(gone()))),
         SessionMsg::PairCodeReady(_) => {}
