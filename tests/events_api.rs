@@ -298,15 +298,17 @@ async fn expired_events_answer_410_and_seq_never_restarts() {
     );
     drop(body);
 
-    // The expired count is kept across a restart.
+    // The expired count is kept across a restart (it may grow: with a retention of 1 s, the
+    // events since the first restart can expire by the second).
     srv.restart().await;
     let after_restart = srv
         .api()
         .get(&format!("/webhooks/{hook}"))
         .await
         .expect(200);
-    assert_eq!(
-        after_restart["deliveries"][0]["expired"], expired["expired"],
+    let before = expired["expired"].as_u64().unwrap();
+    assert!(
+        after_restart["deliveries"][0]["expired"].as_u64() >= Some(before),
         "{after_restart}"
     );
 }

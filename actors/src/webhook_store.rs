@@ -60,6 +60,14 @@ fn cursor_key(webhook: &str, session: &str) -> Vec<u8> {
     format!("{webhook}/{session}").into_bytes()
 }
 
+/// The number `tree` holds for (webhook, session), stored big-endian.
+fn stored_u64(tree: &sled::Tree, webhook: &str, session: &str) -> Result<Option<u64>> {
+    Ok(tree
+        .get(cursor_key(webhook, session))?
+        .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+        .map(u64::from_be_bytes))
+}
+
 impl WebhookStore {
     pub fn open(db: &sled::Db) -> Result<Self> {
         Ok(Self {
@@ -134,12 +142,7 @@ impl WebhookStore {
 
     /// How many events retention dropped before this (webhook, session) delivered them.
     pub fn expired(&self, webhook: &str, session: &str) -> Result<u64> {
-        Ok(self
-            .expired
-            .get(cursor_key(webhook, session))?
-            .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
-            .map(u64::from_be_bytes)
-            .unwrap_or(0))
+        Ok(stored_u64(&self.expired, webhook, session)?.unwrap_or(0))
     }
 
     /// Counts `more` expired events; made durable with the cursor that skips them. Returns
@@ -152,11 +155,7 @@ impl WebhookStore {
     }
 
     pub fn cursor(&self, webhook: &str, session: &str) -> Result<Option<u64>> {
-        Ok(self
-            .cursors
-            .get(cursor_key(webhook, session))?
-            .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
-            .map(u64::from_be_bytes))
+        stored_u64(&self.cursors, webhook, session)
     }
 
     /// Records delivery up to `seq`. Not flushed here: sled's background flush makes it
