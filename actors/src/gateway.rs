@@ -32,6 +32,7 @@ use crate::supervisor::{Supervisor, SupervisorMsg};
 use crate::telemetry::{StatusLabels, Telemetry, WebhookLabels};
 use crate::webhooks::{CreatedWebhook, WebhookPatch, WebhookSpec, WebhookView, WebhooksMsg};
 use crate::whatsapp::connection::{ClientSlots, ConnectionEnv};
+use crate::whatsapp::session_store::SentMessages;
 
 /// How long the root may take to start the webhooks actor and every stored session's actor.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -112,6 +113,7 @@ impl Gateway {
                 settings.whatsapp.connect_concurrency.max(1),
             )),
             telemetry: telemetry.clone(),
+            sent_messages: SentMessages::open(store.db())?,
         };
         let events = EventLog::open(store.db())?;
         let services = Arc::new(Services {

@@ -563,9 +563,9 @@ impl SessionState {
         }
         if self.erase_on_exit {
             self.erase_on_exit = false;
-            let sessions_dir = self.services.settings.sessions_dir();
             if let Err(e) =
-                crate::whatsapp::erase_credentials(&sessions_dir, self.id.as_str()).await
+                crate::whatsapp::erase_credentials(&self.services.connections, self.id.as_str())
+                    .await
             {
                 tracing::error!(session = %self.id, error = %e, "could not erase credentials");
             }
@@ -1015,8 +1015,9 @@ async fn handle_message(myself: &ActorRef<SessionMsg>, msg: SessionMsg, state: &
             }
         }
         SessionMsg::LogoutDone(replies) => {
-            let sessions_dir = state.services.settings.sessions_dir();
-            let erased = crate::whatsapp::erase_credentials(&sessions_dir, state.id.as_str()).await;
+            let erased =
+                crate::whatsapp::erase_credentials(&state.services.connections, state.id.as_str())
+                    .await;
             state.mark_logged_out();
             let persisted = state.persist().await;
             let result = erased.and(persisted);
@@ -1038,9 +1039,9 @@ async fn handle_message(myself: &ActorRef<SessionMsg>, msg: SessionMsg, state: &
             let myself = myself.clone();
             state.release_client(unlink, move |services, id| {
                 Box::pin(async move {
-                    let sessions_dir = services.settings.sessions_dir();
                     let result = async {
-                        crate::whatsapp::erase_credentials(&sessions_dir, id.as_str()).await?;
+                        crate::whatsapp::erase_credentials(&services.connections, id.as_str())
+                            .await?;
                         services.events.delete_session(id.as_str())?;
                         services.store.delete_session(&id).await
                     }

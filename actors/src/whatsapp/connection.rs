@@ -32,6 +32,7 @@ use super::events::{
 };
 use super::inbound::{DurableInbound, MessageSink};
 use super::reconnect::{Ending, MAX_CONFLICT_RETRIES, Policy, Reconnects, Takeover, takeover_of};
+use super::session_store::{SentMessages, SessionStore};
 use super::{WaClient, credentials_db, credentials_dir};
 use crate::settings::WhatsAppSettings;
 
@@ -108,6 +109,7 @@ pub struct ConnectionEnv {
     pub slots: Arc<ClientSlots>,
     pub connect_permits: Arc<Semaphore>,
     pub telemetry: Arc<crate::telemetry::Telemetry>,
+    pub sent_messages: SentMessages,
 }
 
 /// The session actor's handle on its current connection.
@@ -390,9 +392,10 @@ impl Driver {
         }
         let db = credentials_db(&self.env.sessions_dir, &self.session);
         let db = db.to_str().ok_or("credential path is not UTF-8")?;
-        let backend = SqliteStore::new(db)
+        let sqlite = SqliteStore::new(db)
             .await
             .map_err(|e| format!("opening credential store: {e}"))?;
+        let backend = SessionStore::new(sqlite, self.env.sent_messages.clone(), &self.session);
         let wa = &self.env.whatsapp;
         let bot = Bot::builder()
             .with_backend(backend)

@@ -10,6 +10,7 @@ pub mod errors;
 pub mod events;
 pub mod inbound;
 pub mod reconnect;
+pub mod session_store;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -36,7 +37,7 @@ use crate::model::{
 };
 use crate::telemetry::Telemetry;
 
-pub use connection::{ClientSlots, Connection};
+pub use connection::{ClientSlots, Connection, ConnectionEnv};
 pub use errors::{Operation, WaFailure};
 pub use events::{
     ConnectionExit, ConnectionReport, GroupChange, GroupNotification, Identity, PairedDevice,
@@ -630,14 +631,22 @@ pub fn has_credentials(sessions_dir: &Path, id: &str) -> bool {
     credentials_db(sessions_dir, id).exists()
 }
 
-/// Deletes the session's credential store. Call only once its client is stopped.
-pub async fn erase_credentials(sessions_dir: &Path, id: &str) -> Result<()> {
-    let dir = credentials_dir(sessions_dir, id);
+/// Deletes the session's credential store and its copies of sent messages. Call only once its
+/// client is stopped.
+pub async fn erase_credentials(env: &ConnectionEnv, id: &str) -> Result<()> {
+    let dir = credentials_dir(&env.sessions_dir, id);
     match tokio::fs::remove_dir_all(&dir).await {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(GatewayError::Storage(format!(
-            "could not erase credentials of session {id}: {e}"
-        ))),
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(GatewayError::Storage(format!(
+                "could not erase credentials of session {id}: {e}"
+            )));
+        }
     }
+    let (sent, session) = (env.sent_messages.clone(), id.to_owned());
+    tokio::task::spawn_blocking(move || sent.forget_session(&session))
+        .await
+        .map_err(|e| GatewayError::Internal(format!("erasing sent messages: {e}")))??;
+    Ok(())
 }
