@@ -1,6 +1,7 @@
 //! Group writes whose answer never came back: WhatsApp applied them, wagate did not hear it
 //! (a stall past the timeout, or a kill -9 in flight). wagate's reads must come back to what
-//! WhatsApp has without `?refresh=true`.
+//! WhatsApp has without `?refresh=true`. And a sent text a member asks for again after a
+//! crash is sent again, from the copy wagate stored.
 
 mod common;
 
@@ -126,4 +127,73 @@ async fn a_write_cut_off_by_kill9_is_read_back_after_restart() {
     // A burst of writes acknowledged before the kill stays as acknowledged.
     set_subject(&server, &gid, "After").await.expect(200);
     read_shows(&server, &gid, "After").await;
+}
+
+/// How many times the member's phone has decrypted the message `id`.
+async fn times_received(sim: &Sim, phone: &str, id: &str, text: &str) -> usize {
+    sim.get_ok(&format!("/accounts/{phone}/messages"))
+        .await
+        .as_array()
+        .map_or(0, |m| {
+            m.iter()
+                .filter(|m| m["id"] == id && m["text"] == text)
+                .count()
+        })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_text_a_member_asks_for_again_after_a_crash_is_sent_again() {
+    let sim = Sim::start().await;
+    let mut server = TestServer::builder().whatsapp_url(sim.url()).start().await;
+    let gid = group_of_two(&server, &sim).await;
+    let member = "6287700000002";
+    let sent = server
+        .api()
+        .post_json(
+            "/sessions/a/messages/text",
+            &json!({"to": gid, "text": "Say it again"}),
+        )
+        .await
+        .expect(200);
+    let id = sent["message_id"].as_str().unwrap().to_string();
+    let once = wait_until(SETTLE, || async {
+        times_received(&sim, member, &id, "Say it again").await == 1
+    })
+    .await;
+    assert!(once, "the member received the text");
+    // Once the send's ack event is readable it is on disk, and so is everything written before
+    // it, the copy of the text included.
+    let acked = wait_until(SETTLE, || async {
+        let page = server
+            .api()
+            .get("/sessions/a/events?types=message.ack")
+            .await;
+        page.json()["events"].as_array().is_some_and(|events| {
+            events
+                .iter()
+                .any(|e| e["data"]["message_id"] == id.as_str())
+        })
+    })
+    .await;
+    assert!(acked, "the send's ack is in the event log");
+
+    // A crash: the client's own memory of sent messages is gone with the process, so only the
+    // copy wagate stored can answer.
+    server.kill9();
+    server.start_again().await;
+    logged_in(&server, "a").await;
+    sim.post_ok(
+        &format!("/accounts/{member}/receipts"),
+        json!({"to": "6287700000001", "ids": [id], "type": "retry", "chat": gid}),
+    )
+    .await;
+    let again = wait_until(SETTLE, || async {
+        times_received(&sim, member, &id, "Say it again").await == 2
+    })
+    .await;
+    assert!(
+        again,
+        "the member got the text again after asking for it\n{}",
+        server.output()
+    );
 }

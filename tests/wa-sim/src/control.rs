@@ -336,11 +336,12 @@ fn receipts(sim: &Arc<Sim>, phone: &str, body: &[u8]) -> Result<Reply, Reply> {
         "delivered" | "delivery" => None,
         "read" => Some("read"),
         "played" => Some("played"),
+        "retry" => Some("retry"),
         other => {
             return Err(error(
                 400,
                 "bad_request",
-                format!("unknown receipt type {other:?}; use delivered, read or played"),
+                format!("unknown receipt type {other:?}; use delivered, read, played or retry"),
             ));
         }
     };
@@ -379,7 +380,22 @@ fn receipts(sim: &Arc<Sim>, phone: &str, body: &[u8]) -> Result<Reply, Reply> {
     if let Some(kind) = kind {
         receipt = receipt.attr("type", kind);
     }
-    if !rest.is_empty() {
+    if kind == Some("retry") {
+        if !rest.is_empty() {
+            return Err(error(
+                400,
+                "bad_request",
+                "a retry receipt asks for one message",
+            ));
+        }
+        // The first request for it, without keys: the phone still has its session.
+        receipt = receipt.children([NodeBuilder::new("retry")
+            .attr("count", "1")
+            .attr("id", first.clone())
+            .attr("t", crate::signal::now_secs().to_string())
+            .attr("v", "1")
+            .build()]);
+    } else if !rest.is_empty() {
         let items = rest
             .iter()
             .map(|id| NodeBuilder::new("item").attr("id", id.clone()).build());

@@ -935,6 +935,7 @@ pub async fn route_group_message(ctx: &Ctx, node: &Node, phone: &str, device: u1
         .and_then(enc_of);
     let device_identity = child(node, "device-identity").cloned();
     let mut per_device: BTreeMap<(String, u16), Enc> = BTreeMap::new();
+    let mut retransmission_to: Option<(String, u16)> = None;
     let t = now_secs();
     let (members, push_name) = {
         let world = ctx.sim.world();
@@ -949,6 +950,19 @@ pub async fn route_group_message(ctx: &Ctx, node: &Node, phone: &str, device: u1
         if group.announce && !group.role(phone).is_some_and(Role::is_admin) {
             tracing::info!(group = %gid, sender = phone, "non-admin message to an announcement group dropped");
             return;
+        }
+        // A retransmission (the answer to a retry receipt) names the one participant it is
+        // for and carries that device's own pairwise `<enc>`.
+        if let Some((user, dev, is_lid)) = attr(node, "participant").as_deref().and_then(split_jid)
+        {
+            let enc = children(node)
+                .iter()
+                .find(|c| c.tag == "enc" && attr(c, "type").as_deref() != Some("skmsg"))
+                .and_then(enc_of);
+            if let (Some(p), Some(enc)) = (world.resolve_user(&user, is_lid), enc) {
+                retransmission_to = Some((p.clone(), dev));
+                per_device.insert((p, dev), enc);
+            }
         }
         if let Some(participants) = child(node, "participants") {
             for to_node in participants.get_children_by_tag("to") {
@@ -991,6 +1005,12 @@ pub async fn route_group_message(ctx: &Ctx, node: &Node, phone: &str, device: u1
     for (member, devices) in members {
         for dev in devices {
             if member == phone && dev == device {
+                continue;
+            }
+            if retransmission_to
+                .as_ref()
+                .is_some_and(|(p, d)| *p != member || *d != dev)
+            {
                 continue;
             }
             let own = per_device.get(&(member.clone(), dev)).cloned();
