@@ -699,24 +699,34 @@ impl Gateway {
     /// `GET /sessions/{id}/events`: up to `limit` events after `after` (from the oldest still
     /// held when `None`), of `types` (all when `None`); `events_expired` when retention dropped
     /// some of those.
-    pub fn events(
+    pub async fn events(
         &self,
         id: &SessionId,
         after: Option<u64>,
         limit: usize,
-        types: Option<&[String]>,
+        types: Option<Vec<String>>,
     ) -> Result<EventPage> {
         if !self.is_stored(id)? {
             return Err(GatewayError::SessionNotFound(id.to_string()));
         }
-        let log = &self.services.events;
-        let after = log.read_from(id.as_str(), after)?;
-        match log.read(id.as_str(), after, limit, types, MAX_SCAN)? {
-            Ok(page) => Ok(EventPage {
+        let log = self.services.events.clone();
+        let session = id.to_string();
+        // A page may scan up to MAX_SCAN entries: off the request's task.
+        let read = tokio::task::spawn_blocking(move || {
+            let after = log.read_from(&session, after)?;
+            Ok::<_, GatewayError>((
+                after,
+                log.read(&session, after, limit, types.as_deref(), MAX_SCAN)?,
+            ))
+        })
+        .await
+        .map_err(|e| GatewayError::Internal(format!("reading events: {e}")))?;
+        match read? {
+            (after, Ok(page)) => Ok(EventPage {
                 next_after: next_after(&page, after),
                 events: page.events,
             }),
-            Err(expired) => Err(GatewayError::EventsExpired {
+            (_, Err(expired)) => Err(GatewayError::EventsExpired {
                 oldest: expired.oldest,
             }),
         }

@@ -90,7 +90,7 @@ pub async fn pull(ctx: &Ctx, req: Request) -> Result<Response, ApiError> {
     let after = seq("after", req.query("after"))?;
     let limit = limit(req.query("limit"))?;
     let types = types(req.query("types"))?;
-    let page = ctx.gateway.events(&id, after, limit, types.as_deref())?;
+    let page = ctx.gateway.events(&id, after, limit, types).await?;
     // The stored envelopes are the bytes every transport sends; they are spliced in as they are.
     let mut body = Vec::with_capacity(
         64 + page
