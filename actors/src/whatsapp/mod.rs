@@ -647,6 +647,7 @@ pub async fn erase_credentials(env: &ConnectionEnv, id: &str) -> Result<()> {
     let (sent, session) = (env.sent_messages.clone(), id.to_owned());
     tokio::task::spawn_blocking(move || sent.forget_session(&session))
         .await
-        .map_err(|e| GatewayError::Internal(format!("erasing sent messages: {e}")))??;
+        .map_err(|e| GatewayError::Internal(format!("erasing sent messages: {e}")))?
+        .map_err(|e| GatewayError::Storage(format!("erasing sent messages of {id}: {e}")))?;
     Ok(())
 }

@@ -95,23 +95,26 @@ impl SentMessages {
 
     /// Removes the session's messages sent before `cutoff` (unix seconds); returns how many.
     fn delete_sent_before(&self, session: &str, cutoff: i64) -> Result<u32> {
-        let mut deleted = 0u32;
-        for entry in self.tree.scan_prefix(session_prefix(session)) {
-            let (key, value) = entry.map_err(database_error)?;
-            let expired = read_sent_value(&value).is_none_or(|(sent_at, _)| sent_at < cutoff);
-            if expired && self.tree.remove(&key).map_err(database_error)?.is_some() {
-                deleted = deleted.saturating_add(1);
-            }
-        }
-        Ok(deleted)
+        self.remove_where(session, |value| {
+            read_sent_value(value).is_none_or(|(sent_at, _)| sent_at < cutoff)
+        })
     }
 
     /// Removes every message of the session: its credentials are gone.
-    pub fn forget_session(&self, session: &str) -> sled::Result<()> {
-        for key in self.tree.scan_prefix(session_prefix(session)).keys() {
-            self.tree.remove(key?)?;
+    pub fn forget_session(&self, session: &str) -> Result<u32> {
+        self.remove_where(session, |_| true)
+    }
+
+    /// Removes the session's entries whose value `doomed` picks; returns how many.
+    fn remove_where(&self, session: &str, doomed: impl Fn(&[u8]) -> bool) -> Result<u32> {
+        let mut removed = 0u32;
+        for entry in self.tree.scan_prefix(session_prefix(session)) {
+            let (key, value) = entry.map_err(database_error)?;
+            if doomed(&value) && self.tree.remove(&key).map_err(database_error)?.is_some() {
+                removed = removed.saturating_add(1);
+            }
         }
-        Ok(())
+        Ok(removed)
     }
 }
 
